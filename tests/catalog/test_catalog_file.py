@@ -1,0 +1,133 @@
+"""The shipped catalog file validates and is internally consistent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tierline.catalog import table
+from tierline.catalog.model import Deployment, ProviderSpec
+
+CATALOG = Path(table.__file__).with_name("catalog.yaml")
+TIERS = {"frontier", "strong", "fast", "cheap"}
+VENDORS = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "together": "TOGETHER_API_KEY",
+    "fireworks": "FIREWORKS_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "cerebras": "CEREBRAS_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+    "baseten": "BASETEN_API_KEY",
+    "replicate": "REPLICATE_API_TOKEN",
+}
+PROFILES = {
+    "gpt-4-1106-preview",
+    "mixtral-8x7b-instruct-v0.1",
+    "llama-3.1-8b-instruct",
+    "llama-3.1-nemotron-51b-instruct",
+    "llama-3.3-nemotron-super-49b-v1",
+    "gemma-2-9b-it",
+    "qwen2.5-7b-instruct",
+    "mistral-7b-instruct-v0.3",
+    "codegemma-7b",
+    "llama3-chatqa-1.5-70b",
+    "llama3-chatqa-1.5-8b",
+}
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    data = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def providers(raw: dict[str, Any]) -> dict[str, ProviderSpec]:
+    return {
+        name: ProviderSpec(name=name, **(spec or {})) for name, spec in raw["providers"].items()
+    }
+
+
+@pytest.fixture(scope="module")
+def deployments(raw: dict[str, Any]) -> list[Deployment]:
+    return [Deployment(**d) for d in raw["deployments"]]
+
+
+def test_header(raw: dict[str, Any]) -> None:
+    assert raw["version"] == 1
+    assert str(raw["date"]).startswith("20")
+
+
+def test_names_unique(deployments: list[Deployment]) -> None:
+    names = [d.name for d in deployments]
+    assert len(names) == len(set(names))
+
+
+def test_name_is_provider_prefixed(deployments: list[Deployment]) -> None:
+    for d in deployments:
+        assert d.name.startswith(f"{d.provider}/"), d.name
+
+
+def test_providers_exist(providers: dict[str, ProviderSpec], deployments: list[Deployment]) -> None:
+    for d in deployments:
+        assert d.provider in providers, d.name
+
+
+def test_prices_non_negative(deployments: list[Deployment]) -> None:
+    for d in deployments:
+        p = d.price
+        for value in (p.input, p.cached_input, p.cache_write, p.output, p.reasoning):
+            assert value is None or value >= 0, d.name
+        if p.cached_input is not None:
+            assert p.cached_input <= p.input, d.name
+
+
+def test_tiers(deployments: list[Deployment]) -> None:
+    for d in deployments:
+        assert d.tier in TIERS, d.name
+
+
+def test_profiles_known(deployments: list[Deployment]) -> None:
+    for d in deployments:
+        assert d.profile is None or d.profile in PROFILES, d.name
+
+
+def test_every_vendor_has_a_deployment(
+    providers: dict[str, ProviderSpec], deployments: list[Deployment]
+) -> None:
+    used = {d.provider for d in deployments}
+    for vendor in [*VENDORS, "local"]:
+        assert vendor in providers, vendor
+        assert vendor in used, vendor
+
+
+def test_vendors_need_only_their_key(providers: dict[str, ProviderSpec]) -> None:
+    for vendor, env in VENDORS.items():
+        spec = providers[vendor]
+        assert spec.api_key_env == env, vendor
+        assert spec.api_key is None, vendor
+        assert spec.requires_key, vendor
+        assert spec.base_url and spec.base_url.startswith("https://"), vendor
+    assert providers["anthropic"].wire == "anthropic"
+    assert providers["replicate"].wire == "replicate"
+    assert providers["local"].wire == "embedded"
+    assert not providers["local"].requires_key
+
+
+def test_local_model(deployments: list[Deployment]) -> None:
+    local = next(d for d in deployments if d.name == "local/smollm2-135m-instruct")
+    assert local.price.input == 0 and local.price.output == 0
+    assert local.n_ctx == 2048 and local.open_weight
+
+
+def test_table_renders(capsys: pytest.CaptureFixture[str]) -> None:
+    table.main([str(CATALOG)])
+    out = capsys.readouterr().out
+    assert "| `openai/gpt-5.6-luna` |" in out
+    assert out.count("\n| `") == len(yaml.safe_load(CATALOG.read_text())["deployments"])
