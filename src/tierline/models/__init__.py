@@ -1,0 +1,1 @@
+"""Embedded open-weight models: locating and fetching their GGUF weights."""
