@@ -1,0 +1,406 @@
+"""Adapter for Replicate's HTTP predictions API, for language models.
+
+- `deployment.model` is "owner/name" (official models: `POST /models/{owner}/{name}/predictions`)
+  or "owner/name:version" (`POST /predictions` with `{"version": ...}`).
+- Input follows the schema of Replicate's LLMs (e.g. meta/meta-llama-3-70b-instruct):
+  `prompt`, `system_prompt` (system / developer messages), `max_tokens` and, for older
+  models, `max_new_tokens` (both sent; Replicate drops inputs a model does not declare),
+  `temperature`, `top_p`, `presence_penalty`, `frequency_penalty`, `seed`, `stop_sequences`
+  (a comma-separated string). A single user turn is sent as the prompt; a multi-turn
+  conversation is rendered as a "User: / Assistant:" transcript ending with "Assistant:"
+  (the model's own prompt_template still wraps it). Tools, images, n > 1, logprobs and
+  JSON response formats cannot be expressed and raise `InvalidRequest(param=...)`.
+- `complete` creates the prediction with `Prefer: wait` and, when the prediction is not done
+  by the time the server answers, polls `urls.get` until it reaches a terminal status
+  (cancelling it on timeout). Output pieces are joined.
+- `stream` creates it with `"stream": true` and reads `urls.stream` (SSE events `output`,
+  `error`, `done`), then fetches the prediction for `metrics`; usage comes from
+  `metrics.input_token_count` / `output_token_count`, or is estimated locally (chars / 4,
+  `estimated=True`). Closing a stream early cancels the prediction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tierline.catalog.model import Deployment, ProviderSpec
+from tierline.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    UpstreamBadResponse,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from tierline.providers.http import HttpClient, iter_sse, loads_object, status_error
+from tierline.providers.openai_compat import resolve_api_key
+from tierline.types import JSON, ChatRequest, ChatResponse, StreamChunk, Usage
+
+DEFAULT_BASE_URL = "https://api.replicate.com/v1"
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
+
+
+# ---------------------------------------------------------------------------------------
+# requests
+
+def _text(content: Any, param: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for j, p in enumerate(content):
+            if isinstance(p, dict) and p.get("type") == "text" and \
+                    isinstance(p.get("text"), str):
+                parts.append(p["text"])
+            else:
+                kind = p.get("type") if isinstance(p, dict) else None
+                raise InvalidRequest(f"content part type {kind!r} is not supported by this "
+                                     "deployment", param=f"{param}[{j}].type")
+        return "\n".join(parts)
+    raise InvalidRequest(f"{param} must be a string or a list of content parts", param=param)
+
+
+def build_input(request: ChatRequest, deployment: Deployment) -> JSON:
+    body = request.body
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise InvalidRequest("n > 1 is not supported by this deployment", param="n")
+    for key in ("tools", "logprobs", "top_logprobs", "logit_bias", "audio"):
+        if body.get(key):
+            raise InvalidRequest(f"{key} is not supported by this deployment", param=key)
+    rf = body.get("response_format")
+    if isinstance(rf, dict) and rf.get("type") not in (None, "text"):
+        raise InvalidRequest("structured output is not supported by this deployment",
+                             param="response_format")
+
+    system: list[str] = []
+    turns: list[tuple[str, str]] = []
+    for i, m in enumerate(request.messages):
+        role = m.get("role") if isinstance(m, dict) else None
+        param = f"messages[{i}]"
+        if role in ("system", "developer"):
+            system.append(_text(m.get("content"), f"{param}.content"))
+        elif role in ("user", "assistant"):
+            if role == "assistant" and m.get("tool_calls"):
+                raise InvalidRequest("tool calls are not supported by this deployment",
+                                     param=f"{param}.tool_calls")
+            turns.append((role, _text(m.get("content"), f"{param}.content")))
+        else:
+            raise InvalidRequest(f"message role {role!r} is not supported by this "
+                                 "deployment", param=f"{param}.role")
+    if not turns:
+        raise InvalidRequest("at least one user message is required", param="messages")
+    if len(turns) == 1 and turns[0][0] == "user":
+        prompt = turns[0][1]
+    else:
+        lines = [f"{'User' if r == 'user' else 'Assistant'}: {t}" for r, t in turns]
+        if turns[-1][0] == "user":
+            lines.append("Assistant:")
+        prompt = "\n\n".join(lines)
+
+    inp: JSON = {"prompt": prompt}
+    if system:
+        inp["system_prompt"] = "\n\n".join(system)
+    max_tokens = (body.get("max_completion_tokens") or body.get("max_tokens")
+                  or request.max_output_tokens or deployment.max_output_tokens)
+    if max_tokens:
+        inp["max_tokens"] = int(max_tokens)
+        inp["max_new_tokens"] = int(max_tokens)
+    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed"):
+        if body.get(key) is not None:
+            inp[key] = body[key]
+    stop = body.get("stop")
+    if stop:
+        inp["stop_sequences"] = stop if isinstance(stop, str) else ",".join(stop)
+    return inp
+
+
+# ---------------------------------------------------------------------------------------
+# responses
+
+def _output_text(output: Any) -> str:
+    if output is None:
+        return ""
+    if isinstance(output, list):
+        return "".join(str(x) for x in output if x is not None)
+    return str(output)
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / 4) if text else 0
+
+
+def usage_of(pred: JSON, inp: JSON, completion: str) -> Usage:
+    metrics = pred.get("metrics")
+    if isinstance(metrics, dict):
+        try:
+            it = metrics.get("input_token_count")
+            ot = metrics.get("output_token_count")
+            if it is not None and ot is not None:
+                return Usage(prompt_tokens=int(it), completion_tokens=int(ot))
+        except (TypeError, ValueError):
+            pass
+    prompt = str(inp.get("system_prompt") or "") + str(inp.get("prompt") or "")
+    return Usage(prompt_tokens=estimate_tokens(prompt),
+                 completion_tokens=estimate_tokens(completion), estimated=True)
+
+
+def _finish_reason(usage: Usage, inp: JSON) -> str:
+    limit = inp.get("max_tokens")
+    if not usage.estimated and isinstance(limit, int) and usage.completion_tokens >= limit:
+        return "length"
+    return "stop"
+
+
+def prediction_error(message: str, deployment: str, what: str = "prediction failed"
+                     ) -> UpstreamError:
+    """A failed prediction: context overflow when it says so, else a bad response."""
+    msg = message.strip()[:300] or "no error message"
+    err = status_error(400, orjson.dumps({"detail": msg}), {}, deployment)
+    if isinstance(err, ContextLengthExceeded):
+        return err
+    return UpstreamBadResponse(f"upstream {deployment!r} {what}: {msg}", deployment=deployment)
+
+
+def _check_terminal(pred: JSON, deployment: str) -> None:
+    status = pred.get("status")
+    if status == "succeeded":
+        return
+    if status == "failed":
+        raise prediction_error(str(pred.get("error") or ""), deployment)
+    if status in ("canceled", "aborted"):
+        raise UpstreamBadResponse(f"upstream {deployment!r} prediction was {status}",
+                                  deployment=deployment)
+    raise UpstreamBadResponse(f"upstream {deployment!r} prediction has unknown status "
+                              f"{str(status)[:40]!r}", deployment=deployment)
+
+
+def _event_error(data: bytes, deployment: str) -> UpstreamError:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict):
+        msg = obj.get("detail") or obj.get("error") or obj.get("message") or ""
+    else:
+        msg = data.decode("utf-8", "replace")
+    return prediction_error(str(msg), deployment, "failed mid-stream")
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class ReplicateProvider:
+    """Provider for `wire: replicate` specs."""
+
+    poll_interval = 0.5  # seconds between polls of a prediction that is not done yet
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        self.spec = spec
+        self.base = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.http = HttpClient(spec)
+        headers = {"content-type": "application/json"}
+        key = resolve_api_key(spec)
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        headers.update(spec.headers)
+        self._headers = headers
+
+    def _create_request(self, request: ChatRequest, deployment: Deployment, stream: bool
+                        ) -> tuple[str, JSON]:
+        model = deployment.model
+        inp = build_input(request, deployment)
+        body: JSON = {"input": inp}
+        if ":" in model:
+            body["version"] = model.split(":", 1)[1]
+            url = f"{self.base}/predictions"
+        else:
+            url = f"{self.base}/models/{model}/predictions"
+        if stream:
+            body["stream"] = True
+        return url, body
+
+    async def _create(self, url: str, body: JSON, deployment: Deployment, wait: bool) -> JSON:
+        headers = {**self._headers, "prefer": "wait"} if wait else self._headers
+        status, hdrs, raw = await self.http.request(
+            "POST", url, deployment=deployment.name, headers=headers,
+            body=orjson.dumps(body), timeout=self.http.timeouts.total)
+        if status >= 400:
+            raise status_error(status, raw, hdrs, deployment.name)
+        return self._prediction(raw, deployment.name)
+
+    def _prediction(self, raw: bytes, name: str) -> JSON:
+        pred = loads_object(raw, name, "prediction")
+        if not isinstance(pred.get("status"), str):
+            raise UpstreamBadResponse(f"upstream {name!r} prediction has no status",
+                                      deployment=name)
+        return pred
+
+    async def _get(self, pred: JSON, deployment: str, timeout: float | None = None) -> JSON:
+        url = (pred.get("urls") or {}).get("get") or f"{self.base}/predictions/{pred.get('id')}"
+        status, hdrs, raw = await self.http.request("GET", str(url), deployment=deployment,
+                                                    headers=self._headers, timeout=timeout)
+        if status >= 400:
+            raise status_error(status, raw, hdrs, deployment)
+        return self._prediction(raw, deployment)
+
+    async def _cancel(self, pred: JSON, deployment: str) -> None:
+        """Best effort: a prediction nobody reads any more should stop costing money."""
+        url = (pred.get("urls") or {}).get("cancel")
+        if not url:
+            return
+        try:
+            await self.http.request("POST", str(url), deployment=deployment,
+                                    headers=self._headers, timeout=5.0)
+        except UpstreamError:
+            pass
+
+    async def _wait(self, pred: JSON, deployment: str, deadline: float) -> JSON:
+        loop = asyncio.get_running_loop()
+        while pred.get("status") not in TERMINAL:
+            if loop.time() >= deadline:
+                await self._cancel(pred, deployment)
+                raise UpstreamTimeout(f"upstream {deployment!r} prediction did not finish "
+                                      f"within {self.http.timeouts.total:g}s",
+                                      deployment=deployment)
+            await asyncio.sleep(min(self.poll_interval, max(0.0, deadline - loop.time())))
+            pred = await self._get(pred, deployment)
+        return pred
+
+    def _body(self, pred: JSON, deployment: Deployment, text: str, finish: str,
+              usage: Usage) -> JSON:
+        return {
+            "id": str(pred.get("id") or ""),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": deployment.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
+                                                 "refusal": None},
+                         "logprobs": None, "finish_reason": finish}],
+            "usage": usage.to_openai(),
+        }
+
+    async def complete(self, request: ChatRequest, deployment: Deployment) -> ChatResponse:
+        name = deployment.name
+        url, body = self._create_request(request, deployment, stream=False)
+        deadline = asyncio.get_running_loop().time() + self.http.timeouts.total
+        pred = await self._create(url, body, deployment, wait=True)
+        pred = await self._wait(pred, name, deadline)
+        _check_terminal(pred, name)
+        text = _output_text(pred.get("output"))
+        usage = usage_of(pred, body["input"], text)
+        return ChatResponse(body=self._body(pred, deployment, text,
+                                            _finish_reason(usage, body["input"]), usage),
+                            usage=usage)
+
+    async def _open_get_stream(self, url: str, name: str) -> aiohttp.ClientResponse:
+        headers = {**self._headers, "accept": "text/event-stream", "cache-control": "no-store"}
+        headers.pop("content-type", None)
+        try:
+            async with asyncio.timeout(self.http.timeouts.first_token):
+                return await self.http.session().get(url, headers=headers)
+        except TimeoutError as e:
+            raise UpstreamTimeout(f"upstream {name!r} stream did not open within "
+                                  f"{self.http.timeouts.first_token:g}s", deployment=name) from e
+        except aiohttp.ClientError as e:
+            raise UpstreamConnectionError(f"connection to upstream {name!r} failed: "
+                                          f"{type(e).__name__}", deployment=name) from e
+
+    async def stream(
+        self, request: ChatRequest, deployment: Deployment
+    ) -> AsyncIterator[StreamChunk]:
+        name = deployment.name
+        t = self.http.timeouts
+        url, body = self._create_request(request, deployment, stream=True)
+        pred = await self._create(url, body, deployment, wait=False)
+        if pred.get("status") in ("failed", "canceled", "aborted"):
+            _check_terminal(pred, name)
+        stream_url = (pred.get("urls") or {}).get("stream")
+        if not stream_url:
+            await self._cancel(pred, name)
+            raise UpstreamBadResponse(f"upstream {name!r} does not support streaming "
+                                      "(no urls.stream)", deployment=name)
+        pid = str(pred.get("id") or "")
+        created = int(time.time())
+
+        def chunk(delta: JSON, finish: str | None = None) -> StreamChunk:
+            return StreamChunk(data={
+                "id": pid, "object": "chat.completion.chunk", "created": created,
+                "model": deployment.model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                             "finish_reason": finish}]})
+
+        finished = False
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            resp = await self._open_get_stream(str(stream_url), name)
+            if resp.status >= 400:
+                raise await self.http.read_error(resp, name)
+            if "text/event-stream" not in resp.headers.get("content-type", ""):
+                raise UpstreamBadResponse(f"upstream {name!r} did not answer with an event "
+                                          "stream", deployment=name)
+            yield chunk({"role": "assistant", "content": ""})
+            pieces: list[str] = []
+            done = False
+            async for event, data in iter_sse(resp, deployment=name,
+                                              first_timeout=t.first_token,
+                                              idle_timeout=t.idle, total_timeout=t.total):
+                if event == "output":
+                    text = data.decode("utf-8", "replace")
+                    if text:
+                        pieces.append(text)
+                        yield chunk({"content": text})
+                elif event == "error":
+                    raise _event_error(data, name)
+                elif event == "done":
+                    try:
+                        info = orjson.loads(data) if data.strip() else {}
+                    except orjson.JSONDecodeError:
+                        info = {}
+                    reason = info.get("reason") if isinstance(info, dict) else None
+                    if reason in ("canceled", "aborted"):
+                        raise UpstreamBadResponse(f"upstream {name!r} prediction was "
+                                                  f"{reason}", deployment=name)
+                    if reason == "error":
+                        raise prediction_error("", name)
+                    done = True
+                    break
+                # "logs" and unnamed events carry nothing for the client
+            if not done:
+                raise UpstreamBadResponse(f"upstream {name!r} stream ended without a done "
+                                          "event", deployment=name)
+            finished = True
+            resp.release()
+            text = "".join(pieces)
+            final = pred
+            try:
+                for _ in range(3):
+                    final = await self._get(pred, name, timeout=min(t.idle, 10.0))
+                    if final.get("status") in TERMINAL and final.get("metrics"):
+                        break
+                    await asyncio.sleep(self.poll_interval)
+            except UpstreamError:
+                final = pred
+            usage = usage_of(final, body["input"], text)
+            yield chunk({}, _finish_reason(usage, body["input"]))
+            yield StreamChunk(data={
+                "id": pid, "object": "chat.completion.chunk", "created": created,
+                "model": deployment.model, "choices": [], "usage": usage.to_openai()},
+                usage=usage)
+        finally:
+            if resp is not None:
+                resp.release()
+            if not finished:
+                await self._cancel(pred, name)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
