@@ -1,0 +1,74 @@
+"""Typed records of the catalog: vendors (`ProviderSpec`) and deployments (`Deployment`).
+
+A vendor that speaks an existing wire format is a `ProviderSpec` entry, not code. A
+deployment is one model at one vendor, with everything routing and accounting need.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Capability = Literal["tools", "json_schema", "vision", "streaming", "logprobs"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Strict):
+    """USD per 1M tokens."""
+
+    input: float = Field(0.0, ge=0)
+    cached_input: float | None = Field(None, ge=0)
+    cache_write: float | None = Field(None, ge=0)
+    output: float = Field(0.0, ge=0)
+    reasoning: float | None = Field(None, ge=0)
+
+
+class ProviderSpec(_Strict):
+    """A vendor: which wire format it speaks, where, and how it authenticates."""
+
+    name: str
+    wire: Literal["openai", "anthropic", "replicate", "embedded"] = "openai"
+    base_url: str | None = None
+    api_key: str | None = None  # a literal key (after ${ENV} interpolation)
+    api_key_env: str | None = None  # or the env var holding it
+    requires_key: bool = True
+    headers: dict[str, str] = Field(default_factory=dict)
+    region: str | None = None  # default region of its deployments
+    zero_data_retention: bool = False
+    trains_on_inputs: bool = False
+    max_connections: int = Field(256, ge=1)
+    # seconds
+    connect_timeout: float = Field(10.0, gt=0)
+    first_token_timeout: float = Field(60.0, gt=0)
+    idle_timeout: float = Field(60.0, gt=0)
+    total_timeout: float = Field(600.0, gt=0)
+
+
+class Deployment(_Strict):
+    """One model served by one provider."""
+
+    name: str  # what clients ask for, e.g. "groq/llama-3.3-70b"
+    provider: str
+    model: str  # the upstream model id
+    price: Price = Price()
+    context_window: int = Field(8192, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0)
+    capabilities: frozenset[Capability] = frozenset({"streaming"})
+    region: str | None = None
+    zero_data_retention: bool | None = None
+    trains_on_inputs: bool | None = None
+    open_weight: bool = False
+    tier: str | None = None
+    profile: str | None = None  # the learned router's model profile for this deployment
+    weight: float = Field(1.0, ge=0)  # for the `weighted` strategy
+    last_resort: bool | None = None  # only after every other candidate (default: embedded)
+    # embedded models only
+    path: str | None = None
+    n_ctx: int | None = Field(None, gt=0)
+    threads: int | None = Field(None, gt=0)
+    parallel: int = Field(1, ge=1)
+    queue_size: int = Field(64, ge=1)

@@ -1,0 +1,152 @@
+"""The YAML config file: pydantic models, loading, `${ENV}` interpolation, validation.
+
+Every section is optional; no file at all means: the built-in catalog, the embedded model,
+the learned router, and a request log in the data directory. Unknown keys and bad values
+are refused with the file, the field path and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tierline.errors import ConfigError
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def data_dir() -> Path:
+    """Where tierline keeps its state (request log, keys) unless configured otherwise."""
+    env = os.environ.get("TIERLINE_DATA_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tierline"
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_output_tokens_limit: int = Field(262_144, ge=1)  # larger max_tokens is refused (400)
+    request_log: str | None = None  # SQLite path; default <data dir>/requests.sqlite3
+    log_prompts: bool = False  # store prompt / answer text in the request log
+    metrics: bool = True
+    warmup: bool = False  # load embedded models at start-up instead of on first use
+
+
+class CatalogSettings(_Strict):
+    builtin: bool = True  # start from the shipped catalog
+    files: list[str] = Field(default_factory=list)  # extra catalog files, merged in order
+
+
+class RoutingSettings(_Strict):
+    strategy: Literal["learned", "cheapest", "fastest", "weighted", "ordered"] = "learned"
+    quality: float = Field(0.7, ge=0.0, le=1.0)  # learned: target P(good answer)
+    cost_weight: float | None = Field(None, ge=0.0)  # learned: maximise q - λ·cost instead
+    router_file: str | None = None  # default: the router shipped in the package
+    auto: list[str] | None = None  # deployments `auto` may use (default: all available)
+    groups: dict[str, list[str]] = Field(default_factory=dict)  # name -> deployments
+    default_profile: str | None = None  # profile for deployments with none
+
+
+class ResilienceSettings(_Strict):
+    retries: int = Field(1, ge=0, le=10)  # extra attempts on the same deployment
+    backoff_base: float = Field(0.1, ge=0)  # seconds; doubled each retry, with full jitter
+    backoff_max: float = Field(5.0, ge=0)
+    max_retry_after: float = Field(10.0, ge=0)  # honour retry-after up to this, else fail over
+    fallback_on_content_policy: bool = False
+    breaker_failures: int = Field(5, ge=1)  # failures within the window open the circuit
+    breaker_window: float = Field(30.0, gt=0)
+    breaker_cooldown: float = Field(30.0, gt=0)  # then one half-open probe
+
+
+class Config(_Strict):
+    server: ServerSettings = ServerSettings()
+    catalog: CatalogSettings = CatalogSettings()
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    deployments: list[dict[str, Any]] = Field(default_factory=list)
+    routing: RoutingSettings = RoutingSettings()
+    resilience: ResilienceSettings = ResilienceSettings()
+    source: str = Field("<defaults>", exclude=True)
+
+    def request_log_path(self) -> Path:
+        if self.server.request_log:
+            return Path(os.path.expanduser(self.server.request_log))
+        return data_dir() / "requests.sqlite3"
+
+
+def interpolate(value: Any, missing: set[str]) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string; record unset variables."""
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            got = os.environ.get(m.group(1))
+            if got is None or got == "":
+                if m.group(2) is not None:
+                    return m.group(2)
+                missing.add(m.group(1))
+                return ""
+            return got
+        return _ENV_RE.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, missing) for v in value]
+    return value
+
+
+def format_validation_error(source: str, err: ValidationError, prefix: str = "") -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        got = e.get("input")
+        hint = ""
+        if e["type"] == "extra_forbidden":
+            hint = " (unknown key)"
+        elif not isinstance(got, dict | list):
+            hint = f" (got {got!r})"
+        lines.append(f"  {path or '<root>'}: {e['msg']}{hint}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: Any, source: str = "<config>") -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping")
+    missing: set[str] = set()
+    data = interpolate(raw, missing)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(source, e)) from None
+    cfg.source = source
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the config from `path`, or `$TIERLINE_CONFIG`, or defaults when neither is set."""
+    if path is None:
+        path = os.environ.get("TIERLINE_CONFIG") or None
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML in {p}: {e}") from None
+    return parse_config(raw, str(p))

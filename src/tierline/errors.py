@@ -1,0 +1,207 @@
+"""tierline's exception tree. Every error knows its HTTP status, OpenAI error type and
+whether trying another deployment (or the same one later) can help.
+
+    TierlineError
+    ├── ConfigError                  bad config file / catalog (start-up, never HTTP)
+    ├── ClientError                  the caller's mistake: never retried, never failed over
+    │   ├── InvalidRequest           400 invalid_request_error (names the field in `param`)
+    │   ├── AuthenticationError      401 authentication_error
+    │   ├── PaymentRequired          402 insufficient_quota (budget exhausted)
+    │   ├── PermissionDenied         403 permission_error
+    │   ├── ModelNotFound            404 model_not_found
+    │   ├── PayloadTooLarge          413 request_too_large
+    │   └── RateLimited              429 rate_limit_exceeded (per-key limits, full queues)
+    ├── RouteError
+    │   └── NoDeploymentAvailable    503 every candidate was filtered out or failed
+    └── UpstreamError                a provider failed; carries the deployment name
+        ├── UpstreamTimeout          504 connect / first-token / idle / total timeout
+        ├── UpstreamConnectionError  502 refused, reset, DNS
+        ├── UpstreamBadResponse      502 malformed body, error inside a 200 stream
+        ├── UpstreamStatusError      the upstream's own 4xx/5xx (429 and 5xx retryable)
+        │   ├── ContextLengthExceeded  400, fails over to a larger window
+        │   └── ContentPolicyError     400, fails over only where configured
+        └── UpstreamOverloaded       429 the embedded model's queue is full
+
+Messages never contain API keys or prompt text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TierlineError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class ConfigError(TierlineError):
+    type = "config_error"
+
+
+class ClientError(TierlineError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class InvalidRequest(ClientError):
+    status = 400
+    code = "invalid_value"
+
+
+class AuthenticationError(ClientError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PaymentRequired(ClientError):
+    status = 402
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
+class PermissionDenied(ClientError):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class ModelNotFound(ClientError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(ClientError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class RouteError(TierlineError):
+    status = 503
+    type = "service_unavailable"
+
+
+class NoDeploymentAvailable(RouteError):
+    code = "no_deployment_available"
+
+
+class UpstreamError(TierlineError):
+    """A provider failed. `deployment` names it; `retry_after` is seconds, when known."""
+
+    status = 502
+    type = "upstream_error"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        deployment: str = "",
+        retry_after: float | None = None,
+        upstream_status: int | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code, headers=headers)
+        self.deployment = deployment
+        self.retry_after = retry_after
+        self.upstream_status = upstream_status
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout_error"
+    code = "upstream_timeout"
+
+
+class UpstreamConnectionError(UpstreamError):
+    status = 502
+    code = "upstream_connection_error"
+
+
+class UpstreamBadResponse(UpstreamError):
+    status = 502
+    code = "upstream_bad_response"
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an error status. Retryable for 408/409/429/5xx."""
+
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, upstream_status: int, **kw: Any) -> None:
+        super().__init__(message, upstream_status=upstream_status, **kw)
+        self.retryable = upstream_status in (408, 409, 429) or upstream_status >= 500
+        if upstream_status == 429:
+            self.status = 429
+            self.type = "rate_limit_error"
+            self.code = "upstream_rate_limited"
+        elif upstream_status in (401, 403):
+            # The gateway's credentials for that provider are wrong: not the client's fault.
+            self.status = 502
+            self.code = "upstream_auth_error"
+        elif 400 <= upstream_status < 500:
+            self.status = 400
+            self.type = "invalid_request_error"
+            self.code = "upstream_rejected_request"
+        else:
+            self.status = 502
+
+
+class ContextLengthExceeded(UpstreamStatusError):
+    def __init__(self, message: str, **kw: Any) -> None:
+        kw.setdefault("upstream_status", 400)
+        super().__init__(message, **kw)
+        self.code = "context_length_exceeded"
+        self.retryable = False
+
+
+class ContentPolicyError(UpstreamStatusError):
+    def __init__(self, message: str, **kw: Any) -> None:
+        kw.setdefault("upstream_status", 400)
+        super().__init__(message, **kw)
+        self.code = "content_policy_violation"
+        self.retryable = False
+
+
+class UpstreamOverloaded(UpstreamError):
+    status = 429
+    type = "rate_limit_error"
+    code = "model_overloaded"

@@ -1,0 +1,240 @@
+"""The ASGI application: `create_app(config)` -> `Gateway`.
+
+State lives on the Gateway object (no module globals): catalog, providers, router,
+executor, breakers, metrics, request log. Providers are built at start-up (lifespan) from
+the `tierline.providers` entry points, keyed by wire format; tests may inject their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from tierline.accounting.log import RequestLog
+from tierline.catalog.load import Catalog, build_catalog
+from tierline.catalog.model import ProviderSpec
+from tierline.config import Config
+from tierline.errors import ConfigError, InvalidRequest, TierlineError
+from tierline.gateway.asgi import (
+    Receive,
+    Scope,
+    Send,
+    send_bytes,
+    send_error,
+    send_json,
+)
+from tierline.gateway.chat import handle_chat, new_request_id
+from tierline.gateway.metrics import Metrics
+from tierline.providers.base import Provider
+from tierline.resilience.breaker import Breakers
+from tierline.resilience.executor import Executor
+from tierline.routing.policy import QualityPredictor, Router
+
+log = logging.getLogger("tierline.gateway")
+
+BUILTIN_WIRES = {
+    "openai": "tierline.providers.openai_compat:OpenAICompatProvider",
+    "anthropic": "tierline.providers.anthropic:AnthropicProvider",
+    "replicate": "tierline.providers.replicate:ReplicateProvider",
+    "embedded": "tierline.providers.embedded:EmbeddedProvider",
+}
+
+
+def provider_factory(wire: str) -> Callable[[ProviderSpec], Provider]:
+    """The class for a wire format: a `tierline.providers` entry point (plugins) or builtin."""
+    target = None
+    for ep in entry_points(group="tierline.providers"):
+        if ep.name == wire:
+            return ep.load()  # type: ignore[no-any-return]
+    target = BUILTIN_WIRES.get(wire)
+    if target is None:
+        raise ConfigError(f"no provider plugin for wire format {wire!r}")
+    mod, _, attr = target.partition(":")
+    module = __import__(mod, fromlist=[attr])
+    return getattr(module, attr)  # type: ignore[no-any-return]
+
+
+class Gateway:
+    def __init__(self, config: Config, *, catalog: Catalog | None = None,
+                 providers: dict[str, Provider] | None = None,
+                 predictor: QualityPredictor | None = None) -> None:
+        self.config = config
+        self.catalog = catalog if catalog is not None else build_catalog(config)
+        self.metrics = Metrics()
+        r = config.resilience
+        self.breakers = Breakers(failures=r.breaker_failures, window=r.breaker_window,
+                                 cooldown=r.breaker_cooldown)
+        self._injected = providers
+        self.providers: dict[str, Provider] = {}
+        self._predictor = predictor
+        self._predictor_loaded = predictor is not None
+        self.router = Router(self.catalog, config.routing, predictor=self.predictor)
+        self.executor = Executor(self.providers, r, self.breakers)
+        self.request_log: RequestLog | None = None
+        self.started = False
+        self.started_at = time.time()
+
+    @property
+    def needs_text(self) -> bool:
+        return self.config.routing.strategy == "learned"
+
+    def predictor(self) -> QualityPredictor | None:
+        if not self._predictor_loaded:
+            self._predictor_loaded = True
+            try:
+                from tierline.routing.learned.model import LearnedRouter, default_router_path
+                path = self.config.routing.router_file or default_router_path()
+                self._predictor = LearnedRouter.load(path)
+            except Exception as e:
+                log.warning("learned router unavailable (%s); routing falls back to cheapest",
+                            e)
+                self._predictor = None
+        return self._predictor
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def startup(self) -> None:
+        if self.started:
+            return
+        for msg in self.catalog.skipped:
+            log.info(msg)
+        if self._injected is not None:
+            self.providers.update(self._injected)
+        else:
+            for name, spec in self.catalog.providers.items():
+                self.providers[name] = provider_factory(spec.wire)(spec)
+        if self.config.server.request_log != "off":
+            self.request_log = RequestLog(self.config.request_log_path())
+        if self.needs_text:
+            self.predictor()
+        if self.config.server.warmup:
+            for dep in self.catalog.deployments.values():
+                warm = getattr(self.providers.get(dep.provider), "warmup", None)
+                if warm is not None:
+                    await warm(dep)
+        for dep in self.catalog.deployments:
+            self.metrics.health.set((dep,), 1)
+        self.started = True
+
+    async def shutdown(self) -> None:
+        for p in self.providers.values():
+            try:
+                await p.aclose()
+            except Exception:
+                log.exception("closing a provider failed")
+        if self.request_log is not None:
+            self.request_log.close()
+            self.request_log = None
+        self.started = False
+
+    # -- ASGI -----------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        typ = scope["type"]
+        if typ == "http":
+            await self._http(scope, receive, send)
+        elif typ == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as e:
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/v1/chat/completions" or path == "/chat/completions":
+            if method == "POST":
+                await handle_chat(self, scope, receive, send)
+                return
+            return await self._method_not_allowed(send, "POST")
+        routes: dict[str, Callable[[], Any]] = {
+            "/v1/models": self._models, "/models": self._models,
+            "/healthz": self._healthz, "/metrics": self._metrics,
+            "/v1/deployments": self._deployments,
+        }
+        handler = routes.get(path)
+        if handler is None:
+            err: TierlineError = InvalidRequest(f"unknown path {path!r}", code="not_found")
+            err.status = 404
+            await send_error(send, err, {"x-request-id": new_request_id()})
+            return
+        if method not in ("GET", "HEAD"):
+            return await self._method_not_allowed(send, "GET")
+        await handler()(send)
+
+    async def _method_not_allowed(self, send: Send, allowed: str) -> None:
+        err = InvalidRequest(f"method not allowed; use {allowed}", code="method_not_allowed")
+        err.status = 405
+        await send_error(send, err, {"allow": allowed})
+
+    def _models(self) -> Callable[[Send], Any]:
+        async def run(send: Send) -> None:
+            data = [model_entry(d, self) for d in self.catalog.deployments.values()]
+            tiers = sorted({d.tier for d in self.catalog.deployments.values() if d.tier})
+            for name in ["auto", *(f"tier:{t}" for t in tiers), *self.config.routing.groups]:
+                data.append({"id": name, "object": "model", "created": int(self.started_at),
+                             "owned_by": "tierline", "tierline": {"kind": "route"}})
+            await send_json(send, 200, {"object": "list", "data": data})
+        return run
+
+    def _deployments(self) -> Callable[[Send], Any]:
+        async def run(send: Send) -> None:
+            out = []
+            for d in self.catalog.deployments.values():
+                s = self.router.stats.get(d.name)
+                out.append({"name": d.name, "provider": d.provider,
+                            "health": self.breakers.state(d.name),
+                            "ttft_ewma_s": s.ttft_s.value, "latency_ewma_s": s.latency_s.value})
+            await send_json(send, 200, {"object": "list", "data": out,
+                                        "skipped": self.catalog.skipped})
+        return run
+
+    def _healthz(self) -> Callable[[Send], Any]:
+        async def run(send: Send) -> None:
+            await send_json(send, 200, {"status": "ok",
+                                        "deployments": len(self.catalog.deployments)})
+        return run
+
+    def _metrics(self) -> Callable[[Send], Any]:
+        async def run(send: Send) -> None:
+            for d in self.catalog.deployments:
+                self.metrics.health.set((d,), 0 if self.breakers.state(d) == "open" else 1)
+            body = self.metrics.render().encode()
+            await send_bytes(send, 200, body,
+                             [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
+        return run
+
+
+def model_entry(d: Any, gw: Gateway) -> dict[str, Any]:
+    spec = gw.catalog.providers.get(d.provider)
+    return {
+        "id": d.name, "object": "model", "created": int(gw.started_at), "owned_by": d.provider,
+        "tierline": {
+            "provider": d.provider, "upstream_model": d.model,
+            "price_per_mtok": d.price.model_dump(exclude_none=True),
+            "context_window": d.context_window, "capabilities": sorted(d.capabilities),
+            "region": d.region or (spec.region if spec else None),
+            "zero_data_retention": d.zero_data_retention if d.zero_data_retention is not None
+            else (spec.zero_data_retention if spec else None),
+            "trains_on_inputs": d.trains_on_inputs if d.trains_on_inputs is not None
+            else (spec.trains_on_inputs if spec else None),
+            "open_weight": d.open_weight, "tier": d.tier, "profile": d.profile,
+        },
+    }
+
+
+def create_app(config: Config | None = None, **kw: Any) -> Gateway:
+    return Gateway(config or Config(), **kw)

@@ -1,0 +1,291 @@
+"""POST /v1/chat/completions: validate -> route -> execute (fallbacks) -> respond ->
+account. Every request, whatever happens, ends in exactly one `finish()` call, which
+writes its request-log row, metrics and live stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from tierline.accounting import tokens
+from tierline.accounting.log import LogRecord
+from tierline.accounting.pricing import cost_pico, usd
+from tierline.catalog.model import Deployment
+from tierline.errors import TierlineError, UpstreamError
+from tierline.gateway.asgi import (
+    SSE_DONE,
+    SSE_HEADERS,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    encode_headers,
+    read_body,
+    request_headers,
+    send_error,
+    send_json,
+    sse_event,
+)
+from tierline.gateway.validate import parse_chat_request
+from tierline.resilience.executor import Trace
+from tierline.routing.filters import Constraints, required_capabilities
+from tierline.types import ChatRequest, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    from tierline.gateway.app import Gateway
+
+log = logging.getLogger("tierline.gateway")
+
+
+@dataclass
+class Ctx:
+    """The state of one request, filled in as it goes."""
+
+    rid: str
+    t0: float
+    req: ChatRequest | None = None
+    dep: Deployment | None = None
+    route: str | None = None
+    route_detail: dict[str, Any] | None = None
+    usage: Usage = field(default_factory=Usage)
+    status: int = 200
+    error: str | None = None
+    ttft: float | None = None
+    trace: Trace = field(default_factory=Trace)
+    answer: str | None = None
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+def _answer_text(body: dict[str, Any]) -> str:
+    out: list[str] = []
+    for c in body.get("choices") or ():
+        if isinstance(c, dict):
+            m = c.get("message") or {}
+            if isinstance(m, dict) and isinstance(m.get("content"), str):
+                out.append(m["content"])
+    return "\n".join(out)
+
+
+def _delta_text(chunk: dict[str, Any]) -> str:
+    out = ""
+    for c in chunk.get("choices") or ():
+        if isinstance(c, dict):
+            d = c.get("delta") or {}
+            if isinstance(d, dict) and isinstance(d.get("content"), str):
+                out += d["content"]
+    return out
+
+
+def constraints_for(gw: Gateway, req: ChatRequest) -> Constraints:
+    c = req.controls
+    return Constraints(
+        region=c.get("region"),
+        zdr=bool(c.get("zdr", False)),
+        no_training=bool(c.get("no_training", False)),
+        open_weight=bool(c.get("open_weight", False)),
+        max_cost_usd=c.get("max_cost_usd"),
+        needs=required_capabilities(req.body),
+        prompt_tokens=tokens.count_messages(req.messages),
+        max_output_tokens=req.max_output_tokens,
+        unhealthy=gw.breakers.unhealthy(),
+    )
+
+
+async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    ctx = Ctx(rid=new_request_id(), t0=time.monotonic())
+    headers = request_headers(scope)
+    try:
+        raw = await read_body(receive, headers, gw.config.server.max_body_bytes)
+        req = parse_chat_request(raw, headers, request_id=ctx.rid,
+                                 max_tokens_limit=gw.config.server.max_output_tokens_limit)
+        ctx.req = req
+        constraints = constraints_for(gw, req)
+        decision = gw.router.route(req.model, req.controls, constraints,
+                                   req.prompt_text() if gw.needs_text else "")
+        ctx.route, ctx.route_detail = decision.reason, decision.detail
+        if req.stream:
+            await _stream(gw, ctx, req, decision.chain, send)
+        else:
+            await _complete(gw, ctx, req, decision.chain, send)
+    except ClientDisconnected:
+        ctx.status, ctx.error = 499, "client disconnected"
+    except TierlineError as e:
+        ctx.status, ctx.error = e.status, e.message
+        if isinstance(e, UpstreamError) and ctx.dep is None and e.deployment:
+            ctx.dep = gw.router.catalog.deployments.get(e.deployment)
+        await send_error(send, e, _base_headers(ctx))
+    except Exception:  # a bug of ours: log it, answer a clean 500 without internals
+        log.exception("request %s failed", ctx.rid)
+        ctx.status, ctx.error = 500, "internal error"
+        await send_json(send, 500, {"error": {"message": f"internal error (request {ctx.rid})",
+                                              "type": "server_error", "param": None,
+                                              "code": "internal_error"}}, _base_headers(ctx))
+    finally:
+        finish(gw, ctx)
+
+
+def _base_headers(ctx: Ctx) -> dict[str, str]:
+    h = {"x-request-id": ctx.rid}
+    if ctx.dep is not None:
+        h["x-tierline-model"] = ctx.dep.name
+    if ctx.route:
+        h["x-tierline-route"] = ctx.route
+    h["x-tierline-cost-usd"] = "0"
+    return h
+
+
+def _settle_usage(ctx: Ctx, req: ChatRequest, usage: Usage | None, answer: str) -> None:
+    if usage is None or usage.estimated or (usage.prompt_tokens == 0
+                                            and usage.completion_tokens == 0):
+        ctx.usage = Usage(prompt_tokens=tokens.count_messages(req.messages),
+                          completion_tokens=tokens.count_text(answer), estimated=True)
+    else:
+        ctx.usage = usage
+
+
+async def _complete(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
+                    send: Send) -> None:
+    dep, resp = await gw.executor.complete(req, chain, ctx.trace)
+    ctx.dep = dep
+    answer = _answer_text(resp.body)
+    _settle_usage(ctx, req, resp.usage, answer)
+    if gw.config.server.log_prompts:
+        ctx.answer = answer
+    h = _base_headers(ctx)
+    h["x-tierline-cost-usd"] = usd(cost_pico(ctx.usage, dep.price))
+    if ctx.usage.estimated:
+        h["x-tierline-cost-estimated"] = "true"
+        resp.body["usage"] = ctx.usage.to_openai()
+    await send_json(send, 200, resp.body, h)
+
+
+async def _stream(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
+                  send: Send) -> None:
+    dep, first, rest, t_first = await gw.executor.open_stream(req, chain, ctx.trace)
+    ctx.dep = dep
+    ctx.ttft = t_first - ctx.t0
+    h = _base_headers(ctx)
+    # the cost of a stream is known only at its end: it is in the final usage chunk
+    # (`usage.cost_usd`, when the client asked for usage) and in the request log
+    h["x-tierline-cost-usd"] = "deferred"
+    await send({"type": "http.response.start", "status": 200,
+                "headers": SSE_HEADERS + encode_headers(h)})
+    usage: Usage | None = None
+    text: list[str] = []
+    chunk: StreamChunk | None = first
+    try:
+        while chunk is not None:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            else:
+                text.append(_delta_text(chunk.data))
+                data = chunk.raw if chunk.raw is not None else orjson.dumps(chunk.data)
+                await send({"type": "http.response.body", "body": sse_event(data),
+                            "more_body": True})
+            chunk = await anext(rest, None)
+    except UpstreamError as e:
+        # too late to fail over: tell the client inside the stream, log the partial usage
+        gw.breakers.failure(dep.name)
+        ctx.trace.failed(dep, e)
+        ctx.status, ctx.error = e.status, e.message
+        err = e.to_body()
+        await send({"type": "http.response.body", "body": sse_event(orjson.dumps(err))
+                    + SSE_DONE, "more_body": False})
+        _settle_usage(ctx, req, usage, "".join(text))
+        return
+    except BaseException:
+        await _close(rest)
+        raise
+    gw.breakers.success(dep.name)
+    ctx.trace.ok(dep)
+    answer = "".join(text)
+    _settle_usage(ctx, req, usage, answer)
+    if gw.config.server.log_prompts:
+        ctx.answer = answer
+    tail = b""
+    if req.include_usage:
+        u = ctx.usage.to_openai()
+        u["cost_usd"] = usd(cost_pico(ctx.usage, dep.price))
+        if ctx.usage.estimated:
+            u["estimated"] = True
+        final = {"id": first.data.get("id"), "object": "chat.completion.chunk",
+                 "created": first.data.get("created"), "model": first.data.get("model"),
+                 "choices": [], "usage": u}
+        tail = sse_event(orjson.dumps(final))
+    await send({"type": "http.response.body", "body": tail + SSE_DONE, "more_body": False})
+
+
+async def _close(it: Any) -> None:
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:
+            pass
+
+
+def finish(gw: Gateway, ctx: Ctx) -> None:
+    """Account for one request: exactly one request-log row, metrics, live stats."""
+    now = time.monotonic()
+    latency = now - ctx.t0
+    dep = ctx.dep
+    cost = cost_pico(ctx.usage, dep.price) if dep is not None else 0
+    model = dep.name if dep is not None else ""
+    provider = dep.provider if dep is not None else ""
+    req = ctx.req
+    m = gw.metrics
+    labels = (model, provider)
+    m.requests.inc((model, provider, str(ctx.status)))
+    if ctx.status >= 400:
+        m.errors.inc((model, provider, "client" if ctx.status < 500 and ctx.status != 429
+                      else "upstream"))
+    for a in ctx.trace.attempts:
+        if a.error is not None and a.deployment != model:
+            d = gw.router.catalog.deployments.get(a.deployment)
+            m.errors.inc((a.deployment, d.provider if d else "", a.error_type or "error"))
+    if dep is not None:
+        m.latency.observe(labels, latency)
+        if ctx.ttft is not None:
+            m.ttft.observe(labels, ctx.ttft)
+        u = ctx.usage
+        m.tokens.inc(labels + ("prompt",), u.prompt_tokens)
+        m.tokens.inc(labels + ("completion",), u.completion_tokens)
+        if u.cached_tokens:
+            m.tokens.inc(labels + ("cached",), u.cached_tokens)
+        m.cost.inc(labels, cost / 1e12)
+        if ctx.status == 200:
+            gw.router.stats.observe(dep.name, latency_s=latency, ttft_s=ctx.ttft,
+                                    output_tokens=u.completion_tokens)
+    if gw.request_log is None:
+        return
+    detail: dict[str, Any] = dict(ctx.route_detail or {})
+    if len(ctx.trace.attempts) > 1 or any(a.error for a in ctx.trace.attempts):
+        detail["attempts"] = [{"deployment": a.deployment, "error": a.error,
+                               "status": a.status} for a in ctx.trace.attempts]
+    log_prompts = gw.config.server.log_prompts
+    gw.request_log.write(LogRecord(
+        id=ctx.rid, ts=time.time(), status=ctx.status,
+        key_id=req.key_id if req else None,
+        requested_model=req.model if req else None,
+        deployment=dep.name if dep else None, provider=provider or None,
+        route=ctx.route, stream=bool(req and req.stream),
+        prompt_tokens=ctx.usage.prompt_tokens, completion_tokens=ctx.usage.completion_tokens,
+        cached_tokens=ctx.usage.cached_tokens, cache_write_tokens=ctx.usage.cache_write_tokens,
+        reasoning_tokens=ctx.usage.reasoning_tokens, cost_pico=cost,
+        estimated=ctx.usage.estimated, error=ctx.error,
+        latency_ms=round(latency * 1000, 3),
+        ttft_ms=round(ctx.ttft * 1000, 3) if ctx.ttft is not None else None,
+        attempts=max(1, len(ctx.trace.attempts)),
+        route_detail=orjson.dumps(detail).decode() if detail else None,
+        prompt=orjson.dumps(req.messages).decode() if (log_prompts and req) else None,
+        response=ctx.answer if log_prompts else None,
+    ))

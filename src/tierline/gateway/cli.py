@@ -1,0 +1,25 @@
+"""`tierline serve`: run the gateway in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tierline.config import load_config
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the OpenAI-compatible gateway")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    p.add_argument("--config", default=None,
+                   help="YAML config file (default $TIERLINE_CONFIG, else built-in defaults)")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tierline.gateway.server import serve
+
+    config = load_config(args.config)
+    serve(config, host=args.host, port=args.port)
+    return 0

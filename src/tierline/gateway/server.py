@@ -1,0 +1,86 @@
+"""Running the gateway: in the foreground (`tierline serve`) or in a background thread on
+an ephemeral loopback port (tests, `tierline bench`, `tierline route`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+
+from tierline.config import Config
+from tierline.gateway.app import Gateway, create_app
+
+log = logging.getLogger("tierline.server")
+
+
+def _uvicorn_config(app: Gateway, host: str, port: int, *, log_level: str) -> uvicorn.Config:
+    try:
+        import uvloop  # noqa: F401
+        loop = "uvloop"
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        loop = "asyncio"
+    return uvicorn.Config(app, host=host, port=port, loop=loop, http="httptools",
+                          lifespan="on", log_level=log_level, access_log=False,
+                          server_header=False, date_header=False, timeout_keep_alive=75,
+                          backlog=4096)
+
+
+def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
+    host = host or config.server.host
+    port = port if port is not None else config.server.port
+    app = create_app(config)
+    names = ", ".join(app.catalog.deployments) or "none"
+    log.info("serving %d deployments: %s", len(app.catalog.deployments), names)
+    uvicorn.Server(_uvicorn_config(app, host, port, log_level="info")).run()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class GatewayThread:
+    """`with GatewayThread(config) as g: g.base_url` — a real HTTP gateway on loopback."""
+
+    def __init__(self, config: Config | None = None, *, app: Gateway | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app or create_app(config)
+        self.host = host
+        self.port = port or free_port(host)
+        self._server = uvicorn.Server(_uvicorn_config(self.app, self.host, self.port,
+                                                      log_level="warning"))
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=self._run, name="tierline-gateway", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def _run(self) -> None:
+        asyncio.run(self._server.serve())
+
+    def start(self) -> GatewayThread:
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> GatewayThread:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

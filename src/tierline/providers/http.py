@@ -1,0 +1,245 @@
+"""The HTTP transport shared by every networked adapter (one pooled aiohttp session per
+vendor), plus the mapping of transport failures and upstream error statuses onto
+`tierline.errors`, and a small SSE reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tierline.catalog.model import ProviderSpec
+from tierline.errors import (
+    ContentPolicyError,
+    ContextLengthExceeded,
+    UpstreamBadResponse,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+
+_CONTEXT_RE = re.compile(
+    r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long"
+    r"|reduce the length",
+    re.I,
+)
+_POLICY_RE = re.compile(r"content[_ ]policy|content[_ ]filter|safety system", re.I)
+
+
+@dataclass(slots=True)
+class Timeouts:
+    connect: float
+    first_token: float
+    idle: float
+    total: float
+
+    @classmethod
+    def of(cls, spec: ProviderSpec) -> Timeouts:
+        return cls(spec.connect_timeout, spec.first_token_timeout, spec.idle_timeout,
+                   spec.total_timeout)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    s = headers.get("retry-after")
+    if s:
+        try:
+            return max(0.0, float(s))
+        except ValueError:
+            return None
+    return None
+
+
+def error_message_of(body: bytes) -> str:
+    """The upstream's error message, shortened; never echoes request content wholesale."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body[:200].decode("utf-8", "replace").strip()
+        return text or "no error body"
+    msg: Any = None
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail", data))
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail") or err.get("type")
+        elif isinstance(err, str):
+            msg = err
+        else:
+            msg = data.get("message")
+    return str(msg)[:300] if msg else "no error message"
+
+
+def status_error(
+    status: int, body: bytes, headers: Mapping[str, str], deployment: str
+) -> UpstreamError:
+    msg = error_message_of(body)
+    text = f"upstream {deployment!r} returned HTTP {status}: {msg}"
+    retry_after = parse_retry_after(headers)
+    if status in (400, 413, 422) and _CONTEXT_RE.search(msg):
+        return ContextLengthExceeded(text, upstream_status=status, deployment=deployment)
+    if status == 400 and _POLICY_RE.search(msg):
+        return ContentPolicyError(text, upstream_status=status, deployment=deployment)
+    return UpstreamStatusError(text, upstream_status=status, deployment=deployment,
+                               retry_after=retry_after)
+
+
+class HttpClient:
+    """A pooled keep-alive client for one vendor. Created lazily on the running loop."""
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        self.spec = spec
+        self.timeouts = Timeouts.of(spec)
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.spec.max_connections, ttl_dns_cache=300, keepalive_timeout=60
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.timeouts.connect),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        deployment: str,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One request read to the end. Raises UpstreamTimeout / UpstreamConnectionError."""
+        limit = timeout if timeout is not None else min(self.timeouts.total,
+                                                       self.timeouts.first_token)
+        try:
+            async with asyncio.timeout(limit):
+                async with self.session().request(method, url, data=body,
+                                                  headers=headers) as resp:
+                    data = await resp.read()
+                    return resp.status, resp.headers, data
+        except TimeoutError as e:
+            raise UpstreamTimeout(f"upstream {deployment!r} timed out after {limit:g}s",
+                                  deployment=deployment) from e
+        except aiohttp.ClientError as e:
+            raise UpstreamConnectionError(
+                f"connection to upstream {deployment!r} failed: {type(e).__name__}",
+                deployment=deployment,
+            ) from e
+
+    async def open_stream(
+        self, url: str, *, deployment: str, headers: Mapping[str, str], body: bytes
+    ) -> aiohttp.ClientResponse:
+        """POST and return the response once headers arrived (status checked by caller)."""
+        try:
+            async with asyncio.timeout(self.timeouts.first_token):
+                return await self.session().post(url, data=body, headers=headers)
+        except TimeoutError as e:
+            raise UpstreamTimeout(
+                f"upstream {deployment!r} sent no response within "
+                f"{self.timeouts.first_token:g}s", deployment=deployment) from e
+        except aiohttp.ClientError as e:
+            raise UpstreamConnectionError(
+                f"connection to upstream {deployment!r} failed: {type(e).__name__}",
+                deployment=deployment,
+            ) from e
+
+    async def read_error(self, resp: aiohttp.ClientResponse, deployment: str) -> UpstreamError:
+        try:
+            async with asyncio.timeout(self.timeouts.idle):
+                body = await resp.read()
+        except (TimeoutError, aiohttp.ClientError):
+            body = b""
+        finally:
+            resp.release()
+        return status_error(resp.status, body, resp.headers, deployment)
+
+
+async def iter_sse(
+    resp: aiohttp.ClientResponse, *, deployment: str, first_timeout: float, idle_timeout: float,
+    total_timeout: float,
+) -> AsyncIterator[tuple[str, bytes]]:
+    """Yield (event, data) pairs of a server-sent-events body.
+
+    `event` is "" when the stream names none. Enforces the first-event, idle-gap and total
+    timeouts; turns transport failures into UpstreamError.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total_timeout
+    content = resp.content
+    event = ""
+    data: list[bytes] = []
+    wait = first_timeout
+    try:
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise UpstreamTimeout(f"upstream {deployment!r} stream exceeded "
+                                      f"{total_timeout:g}s", deployment=deployment)
+            try:
+                async with asyncio.timeout(min(wait, remaining)):
+                    line = await content.readline()
+            except TimeoutError as e:
+                raise UpstreamTimeout(
+                    f"upstream {deployment!r} stream stalled for {min(wait, remaining):g}s",
+                    deployment=deployment) from e
+            wait = idle_timeout
+            if not line:
+                if data:
+                    yield event, b"\n".join(data)
+                return
+            line = line.rstrip(b"\r\n")
+            if not line:
+                if data:
+                    yield event, b"\n".join(data)
+                event, data = "", []
+                continue
+            if line.startswith(b"data:"):
+                v = line[5:]
+                data.append(v[1:] if v.startswith(b" ") else v)
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode("utf-8", "replace")
+            # ":" comments, "id:" and "retry:" fields are ignored
+    except aiohttp.ClientError as e:
+        raise UpstreamConnectionError(
+            f"upstream {deployment!r} stream broke: {type(e).__name__}", deployment=deployment
+        ) from e
+    except (ValueError, asyncio.LimitOverrunError) as e:
+        raise UpstreamBadResponse(f"upstream {deployment!r} sent an oversized stream line",
+                                  deployment=deployment) from e
+
+
+def loads_object(raw: bytes, deployment: str, what: str) -> dict[str, Any]:
+    """Parse a JSON object or raise UpstreamBadResponse."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise UpstreamBadResponse(f"upstream {deployment!r} sent malformed JSON in {what}",
+                                  deployment=deployment) from e
+    if not isinstance(obj, dict):
+        raise UpstreamBadResponse(f"upstream {deployment!r} sent a non-object {what}",
+                                  deployment=deployment)
+    return obj

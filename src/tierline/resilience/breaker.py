@@ -1,0 +1,69 @@
+"""Per-deployment circuit breakers: after N failures within a window a deployment cools
+down (routing filters it out), then one half-open probe decides whether it comes back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Breaker:
+    failures: deque[float] = field(default_factory=deque)
+    open_until: float = 0.0
+    probing: bool = False
+
+
+class Breakers:
+    def __init__(self, *, failures: int, window: float, cooldown: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.threshold, self.window, self.cooldown = failures, window, cooldown
+        self.clock = clock
+        self._by: dict[str, Breaker] = {}
+
+    def _get(self, name: str) -> Breaker:
+        b = self._by.get(name)
+        if b is None:
+            b = self._by[name] = Breaker()
+        return b
+
+    def state(self, name: str) -> str:
+        b = self._by.get(name)
+        if b is None or b.open_until == 0.0:
+            return "closed"
+        return "open" if self.clock() < b.open_until else "half_open"
+
+    def unhealthy(self) -> frozenset[str]:
+        """Deployments routing must skip now (open, or half-open with a probe in flight)."""
+        now = self.clock()
+        return frozenset(n for n, b in self._by.items()
+                         if b.open_until and (now < b.open_until or b.probing))
+
+    def before_call(self, name: str) -> None:
+        b = self._by.get(name)
+        if b is not None and b.open_until and self.clock() >= b.open_until:
+            b.probing = True
+
+    def success(self, name: str) -> None:
+        b = self._by.get(name)
+        if b is not None:
+            b.failures.clear()
+            b.open_until = 0.0
+            b.probing = False
+
+    def failure(self, name: str) -> None:
+        b = self._get(name)
+        now = self.clock()
+        if b.probing:  # the half-open probe failed: cool down again
+            b.probing = False
+            b.open_until = now + self.cooldown
+            return
+        b.failures.append(now)
+        while b.failures and b.failures[0] < now - self.window:
+            b.failures.popleft()
+        if len(b.failures) >= self.threshold:
+            b.open_until = now + self.cooldown
+            b.failures.clear()

@@ -1,0 +1,176 @@
+"""Run a request down a fallback chain: retries with exponential backoff and full jitter
+(honouring retry-after), fail-over on retryable errors, context-length errors and (if
+configured) content-policy refusals, circuit breakers updated on every attempt.
+
+Streams fail over only until the first chunk arrived: `open_stream` returns the deployment,
+the first chunk and the rest of the iterator, so the gateway commits to a deployment only
+once it has something to send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from tierline.catalog.model import Deployment
+from tierline.config import ResilienceSettings
+from tierline.errors import (
+    ContentPolicyError,
+    ContextLengthExceeded,
+    NoDeploymentAvailable,
+    UpstreamError,
+    UpstreamStatusError,
+)
+from tierline.providers.base import Provider
+from tierline.resilience.breaker import Breakers
+from tierline.routing.filters import window_of
+from tierline.types import ChatRequest, ChatResponse, StreamChunk
+
+
+@dataclass(slots=True)
+class Attempt:
+    deployment: str
+    error: str | None = None
+    error_type: str | None = None
+    status: int | None = None
+
+
+@dataclass
+class Trace:
+    """Everything tried for one client request (goes to the request log)."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def failed(self, dep: Deployment, err: UpstreamError) -> None:
+        self.attempts.append(Attempt(dep.name, err.message[:300], type(err).__name__,
+                                     err.upstream_status))
+
+    def ok(self, dep: Deployment) -> None:
+        self.attempts.append(Attempt(dep.name))
+
+
+class Executor:
+    def __init__(self, providers: dict[str, Provider], settings: ResilienceSettings,
+                 breakers: Breakers, *, rng: random.Random | None = None,
+                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+        self.providers = providers
+        self.settings = settings
+        self.breakers = breakers
+        self.rng = rng or random.Random()
+        self._sleep = sleep
+
+    def _delay(self, attempt: int, err: UpstreamError) -> float | None:
+        """Seconds to wait before retrying the same deployment, or None to fail over."""
+        s = self.settings
+        if attempt >= s.retries or not err.retryable:
+            return None
+        if err.retry_after is not None:
+            return err.retry_after if err.retry_after <= s.max_retry_after else None
+        return self.rng.uniform(0, min(s.backoff_max, s.backoff_base * (2 ** attempt)))
+
+    def _next_ok(self, err: UpstreamError, dep: Deployment, rest: list[Deployment]) -> bool:
+        """May the chain go on after `err` on `dep`?"""
+        if isinstance(err, ContextLengthExceeded):
+            return any(window_of(d) > window_of(dep) for d in rest)
+        if isinstance(err, ContentPolicyError):
+            return self.settings.fallback_on_content_policy
+        if isinstance(err, UpstreamStatusError) and not err.retryable:
+            # the upstream rejected the request itself (400/404/422), or our key (401/403)
+            return err.upstream_status in (401, 403, 404)
+        return True
+
+    def _skip(self, err: UpstreamError, dep: Deployment, d: Deployment) -> bool:
+        return isinstance(err, ContextLengthExceeded) and window_of(d) <= window_of(dep)
+
+    async def complete(self, req: ChatRequest, chain: list[Deployment], trace: Trace
+                       ) -> tuple[Deployment, ChatResponse]:
+        last: UpstreamError | None = None
+        skip_upto: Deployment | None = None
+        for i, dep in enumerate(chain):
+            if last is not None and skip_upto is not None and self._skip(last, skip_upto, dep):
+                continue
+            attempt = 0
+            while True:
+                self.breakers.before_call(dep.name)
+                try:
+                    resp = await self.providers[dep.provider].complete(req, dep)
+                except UpstreamError as e:
+                    e.deployment = e.deployment or dep.name
+                    trace.failed(dep, e)
+                    self._record_failure(dep, e)
+                    last, skip_upto = e, dep
+                    delay = self._delay(attempt, e)
+                    if delay is not None:
+                        attempt += 1
+                        await self._sleep(delay)
+                        continue
+                    if not self._next_ok(e, dep, chain[i + 1:]):
+                        raise
+                    break
+                self.breakers.success(dep.name)
+                trace.ok(dep)
+                return dep, resp
+        raise self._exhausted(chain, last)
+
+    async def open_stream(self, req: ChatRequest, chain: list[Deployment], trace: Trace
+                          ) -> tuple[Deployment, StreamChunk, AsyncIterator[StreamChunk], float]:
+        """Returns (deployment, first chunk, the rest, monotonic time of the first chunk)."""
+        last: UpstreamError | None = None
+        skip_upto: Deployment | None = None
+        for i, dep in enumerate(chain):
+            if last is not None and skip_upto is not None and self._skip(last, skip_upto, dep):
+                continue
+            attempt = 0
+            while True:
+                self.breakers.before_call(dep.name)
+                it = self.providers[dep.provider].stream(req, dep)
+                try:
+                    first = await anext(it)
+                except StopAsyncIteration:
+                    e: UpstreamError = UpstreamError(
+                        f"upstream {dep.name!r} sent an empty stream", deployment=dep.name)
+                except UpstreamError as err:
+                    e = err
+                    e.deployment = e.deployment or dep.name
+                else:
+                    return dep, first, it, time.monotonic()
+                await _aclose(it)
+                trace.failed(dep, e)
+                self._record_failure(dep, e)
+                last, skip_upto = e, dep
+                delay = self._delay(attempt, e)
+                if delay is not None:
+                    attempt += 1
+                    await self._sleep(delay)
+                    continue
+                if not self._next_ok(e, dep, chain[i + 1:]):
+                    raise e
+                break
+        raise self._exhausted(chain, last)
+
+    def _record_failure(self, dep: Deployment, e: UpstreamError) -> None:
+        # a request the upstream rejected on its merits says nothing about its health
+        if e.retryable or not isinstance(e, UpstreamStatusError):
+            self.breakers.failure(dep.name)
+
+    @staticmethod
+    def _exhausted(chain: list[Deployment], last: UpstreamError | None) -> Exception:
+        if last is None:
+            return NoDeploymentAvailable("no deployment could be tried")
+        if len(chain) == 1:
+            return last
+        err = NoDeploymentAvailable(
+            f"all {len(chain)} deployments failed; last: {last.message}")
+        return err
+
+
+async def _aclose(it: AsyncIterator[StreamChunk]) -> None:
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:
+            pass

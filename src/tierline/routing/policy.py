@@ -1,0 +1,232 @@
+"""The route pipeline: candidates -> hard filters -> strategy -> fallback chain.
+
+Pure: no I/O. The gateway builds a `Constraints` from the config, the key and the
+request, and gets back a `RouteDecision` whose `chain` is tried in order and whose
+`reason` / `detail` explain it (header, request log, `tierline route --explain`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tierline.accounting.pricing import PICO_PER_USD, pico_per_token
+from tierline.catalog.load import Catalog
+from tierline.catalog.model import Deployment
+from tierline.config import RoutingSettings
+from tierline.errors import ModelNotFound, NoDeploymentAvailable
+from tierline.routing.filters import Constraints, reject_reason
+from tierline.routing.stats import LiveStats
+
+AUTO = "auto"
+EXPECTED_OUTPUT_TOKENS = 256
+
+
+class QualityPredictor(Protocol):
+    @property
+    def profiles(self) -> list[str]: ...
+
+    def predict(self, text: str) -> dict[str, float]: ...
+
+
+@dataclass
+class RouteDecision:
+    chain: list[Deployment]
+    reason: str
+    strategy: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chosen(self) -> Deployment:
+        return self.chain[0]
+
+
+def expected_cost_usd(dep: Deployment, prompt_tokens: int, max_out: int | None) -> float:
+    out = min(max_out, EXPECTED_OUTPUT_TOKENS) if max_out else EXPECTED_OUTPUT_TOKENS
+    pico = prompt_tokens * pico_per_token(dep.price.input) + out * pico_per_token(
+        dep.price.output)
+    return pico / PICO_PER_USD
+
+
+class Router:
+    def __init__(
+        self,
+        catalog: Catalog,
+        settings: RoutingSettings,
+        *,
+        predictor: Callable[[], QualityPredictor | None] = lambda: None,
+        stats: LiveStats | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self._predictor = predictor
+        self.stats = stats or LiveStats()
+        self.rng = rng or random.Random()
+
+    # -- candidates ---------------------------------------------------------------------
+    def resolve(self, name: str) -> list[Deployment]:
+        """The deployments behind a requested name, in their configured order."""
+        deps = self.catalog.deployments
+        if name in deps:
+            return [deps[name]]
+        if name == AUTO:
+            names = self.settings.auto if self.settings.auto is not None else list(deps)
+            return [deps[n] for n in names if n in deps]
+        if name in self.settings.groups:
+            return [deps[n] for n in self.settings.groups[name] if n in deps]
+        if name.startswith("tier:"):
+            tier = name[5:]
+            found = [d for d in deps.values() if d.tier == tier]
+            if found:
+                return found
+        if "," in name:
+            out: list[Deployment] = []
+            for part in name.split(","):
+                out.extend(d for d in self.resolve(part.strip()) if d not in out)
+            return out
+        raise ModelNotFound(
+            f"The model {name!r} does not exist or is not configured; GET /v1/models lists "
+            "the deployments, tiers (tier:NAME) and groups this gateway serves.",
+            param="model")
+
+    def is_last_resort(self, dep: Deployment) -> bool:
+        if dep.last_resort is not None:
+            return dep.last_resort
+        spec = self.catalog.providers.get(dep.provider)
+        return spec is not None and spec.wire == "embedded"
+
+    # -- the pipeline -------------------------------------------------------------------
+    def route(self, model: str, controls: dict[str, Any], constraints: Constraints,
+              prompt_text: str = "") -> RouteDecision:
+        cands = self.resolve(model)
+        if controls.get("models"):
+            wanted: list[Deployment] = []
+            for n in controls["models"]:
+                wanted.extend(d for d in self.resolve(n) if d not in wanted)
+            cands = wanted if model == AUTO else [d for d in cands if d in wanted]
+        filtered: dict[str, str] = {}
+        alive: list[Deployment] = []
+        for d in cands:
+            why = reject_reason(d, self.catalog.providers[d.provider], constraints)
+            if why is None:
+                alive.append(d)
+            else:
+                filtered[d.name] = why
+        if not alive:
+            raise NoDeploymentAvailable(self._explain_none(model, cands, filtered))
+        strategy = controls.get("strategy") or self.settings.strategy
+        sort = controls.get("sort")
+        if sort == "price":
+            strategy = "cheapest"
+        elif sort == "latency":
+            strategy = "fastest"
+        elif sort == "quality":
+            strategy = "learned"
+        detail: dict[str, Any] = {"requested": model, "candidates": [d.name for d in cands],
+                                  "filtered": filtered}
+        main = [d for d in alive if not self.is_last_resort(d)]
+        tail = [d for d in alive if self.is_last_resort(d)]
+        if not main:
+            main, tail = tail, []
+        if len(main) == 1:
+            ranked, why = main, "only candidate"
+        elif strategy == "learned":
+            ranked, why = self._learned(main, controls, constraints, prompt_text, detail,
+                                        by_quality=sort == "quality")
+        elif strategy == "cheapest":
+            ranked, why = self._cheapest(main, constraints), "cheapest"
+        elif strategy == "fastest":
+            ranked, why = self._fastest(main), "fastest (EWMA TTFT)"
+        elif strategy == "weighted":
+            ranked, why = self._weighted(main), "weighted random"
+        else:
+            ranked, why = main, "ordered"
+        if controls.get("fallbacks") is False:
+            chain = ranked[:1]
+        else:
+            chain = ranked + self._cheapest(tail, constraints)
+        reason = f"{strategy}: {chain[0].name} ({why})"
+        if filtered:
+            reason += f"; {len(filtered)} filtered"
+        detail["strategy"] = strategy
+        detail["chain"] = [d.name for d in chain]
+        return RouteDecision(chain=chain, reason=reason, strategy=strategy, detail=detail)
+
+    @staticmethod
+    def _explain_none(model: str, cands: list[Deployment], filtered: dict[str, str]) -> str:
+        if not cands:
+            return f"no deployment is available for {model!r}"
+        parts = [f"{n}: {why}" for n, why in filtered.items()]
+        shown = "; ".join(parts[:12]) + (f"; and {len(parts) - 12} more" if len(parts) > 12
+                                         else "")
+        return f"no deployment of {model!r} satisfies the request's constraints: {shown}"
+
+    # -- strategies ---------------------------------------------------------------------
+    def _cheapest(self, deps: list[Deployment], c: Constraints) -> list[Deployment]:
+        return sorted(deps, key=lambda d: expected_cost_usd(d, c.prompt_tokens,
+                                                            c.max_output_tokens))
+
+    def _fastest(self, deps: list[Deployment]) -> list[Deployment]:
+        # unmeasured deployments first (explore), then by EWMA time to first token
+        return sorted(deps, key=lambda d: (self.stats.ttft(d.name) or 0.0))
+
+    def _weighted(self, deps: list[Deployment]) -> list[Deployment]:
+        pool = list(deps)
+        out: list[Deployment] = []
+        while pool:
+            total = sum(d.weight for d in pool)
+            if total <= 0:
+                out.extend(pool)
+                break
+            x = self.rng.random() * total
+            for i, d in enumerate(pool):
+                x -= d.weight
+                if x <= 0:
+                    out.append(pool.pop(i))
+                    break
+            else:
+                out.append(pool.pop())
+        return out
+
+    def _learned(self, deps: list[Deployment], controls: dict[str, Any], c: Constraints,
+                 text: str, detail: dict[str, Any], by_quality: bool = False,
+                 ) -> tuple[list[Deployment], str]:
+        predictor = self._predictor()
+        default = self.settings.default_profile
+        profiled = [d for d in deps if (d.profile or default)]
+        if predictor is None or not profiled:
+            return self._cheapest(deps, c), "cheapest (no learned profiles for candidates)"
+        preds = predictor.predict(text)
+        q: dict[str, float | None] = {}
+        cost: dict[str, float] = {}
+        for d in deps:
+            prof = d.profile or default
+            q[d.name] = preds.get(prof) if prof else None
+            cost[d.name] = expected_cost_usd(d, c.prompt_tokens, c.max_output_tokens)
+        detail["scores"] = {n: {"quality": None if v is None else round(v, 4),
+                                "cost_usd": round(cost[n], 8)} for n, v in q.items()}
+        lam = controls.get("cost_weight", self.settings.cost_weight)
+        known = [d for d in deps if q[d.name] is not None]
+        unknown = sorted((d for d in deps if q[d.name] is None), key=lambda d: cost[d.name])
+        if by_quality:
+            ranked = sorted(known, key=lambda d: -(q[d.name] or 0.0)) + unknown
+            return ranked, f"highest predicted quality {q[ranked[0].name] or 0:.2f}"
+        if lam is not None:
+            ranked = sorted(known, key=lambda d: -((q[d.name] or 0.0) - lam * cost[d.name]))
+            return ranked + unknown, f"max q-{lam:g}*cost"
+        target = float(controls.get("quality", self.settings.quality))
+        good = sorted((d for d in known if (q[d.name] or 0.0) >= target),
+                      key=lambda d: cost[d.name])
+        rest = sorted((d for d in known if (q[d.name] or 0.0) < target),
+                      key=lambda d: -(q[d.name] or 0.0))
+        ranked = good + rest + unknown
+        top = ranked[0]
+        if good:
+            why = f"q={q[top.name]:.2f}>={target:g}, cheapest of {len(good)} qualifying"
+        else:
+            why = f"none reach q>={target:g}; best q={q[top.name] or 0:.2f}"
+        detail["quality_target"] = target
+        return ranked, why
