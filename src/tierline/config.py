@@ -71,6 +71,12 @@ class ResilienceSettings(_Strict):
     breaker_cooldown: float = Field(30.0, gt=0)  # then one half-open probe
 
 
+class KeysSettings(_Strict):
+    master_key: str | None = None  # guards the admin API; e.g. ${TIERLINE_MASTER_KEY}
+    store: str | None = None  # SQLite path; default <data dir>/keys.sqlite3
+    require: bool | None = None  # default: required as soon as a master key or a key exists
+
+
 class Config(_Strict):
     server: ServerSettings = ServerSettings()
     catalog: CatalogSettings = CatalogSettings()
@@ -78,7 +84,13 @@ class Config(_Strict):
     deployments: list[dict[str, Any]] = Field(default_factory=list)
     routing: RoutingSettings = RoutingSettings()
     resilience: ResilienceSettings = ResilienceSettings()
+    keys: KeysSettings = KeysSettings()
     source: str = Field("<defaults>", exclude=True)
+
+    def keys_path(self) -> Path:
+        if self.keys.store:
+            return Path(os.path.expanduser(self.keys.store))
+        return data_dir() / "keys.sqlite3"
 
     def request_log_path(self) -> Path:
         if self.server.request_log:
