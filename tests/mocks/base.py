@@ -1,6 +1,6 @@
 """The shared shape of every mock upstream: a real aiohttp.web server on 127.0.0.1.
 
-    async with MockAnthropic() as m:      # or: m = MockAnthropic(); await m.start() ... await m.stop()
+    async with MockAnthropic() as m:      # or: await m.start() ... await m.stop()
         m.script(text="hi")               # queue what the next request gets (FIFO)
         ...call m.url...
         m.requests[-1].json               # what the adapter actually sent

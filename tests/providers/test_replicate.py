@@ -96,12 +96,12 @@ async def test_multi_turn_transcript_and_default_max(provider: ReplicateProvider
 
 
 async def test_version_model_id(provider: ReplicateProvider, mock: MockReplicate) -> None:
-    dep = DEP.model_copy(update={"model": "acme/llm:5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa"})
+    version = "5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa"
+    dep = DEP.model_copy(update={"model": f"acme/llm:{version}"})
     await provider.complete(req(), dep)
     r = creates(mock)[-1]
     assert r.path == "/v1/predictions"
-    assert r.json["version"] == \
-        "5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa"
+    assert r.json["version"] == version
 
 
 @pytest.mark.parametrize(("body", "param"), [
