@@ -1,0 +1,88 @@
+"""Per-key requests-per-minute and tokens-per-minute limits: exact sliding windows.
+
+Each key keeps a deque of (time, tokens) admissions from the last 60 seconds and their
+running token sum; every admission is appended once and expired once, so checks are O(1)
+amortised. Check-and-record is one synchronous step under a lock. Over a limit ->
+RateLimited (429) with `retry-after` = seconds until enough of the window has expired.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tierline.errors import RateLimited
+from tierline.keys.store import KeyRecord
+
+WINDOW = 60.0
+
+
+@dataclass(slots=True)
+class _Window:
+    events: deque[tuple[float, int]] = field(default_factory=deque)
+    tokens: int = 0
+
+    def expire(self, now: float) -> None:
+        ev = self.events
+        while ev and ev[0][0] <= now - WINDOW:
+            self.tokens -= ev.popleft()[1]
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    return {"retry-after": str(max(1, math.ceil(seconds)))}
+
+
+class Limits:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[str, _Window] = {}
+
+    def admit(self, key: KeyRecord, tokens: int) -> None:
+        """Count one request of `tokens` against the key's RPM / TPM, or raise 429."""
+        if key.rpm is None and key.tpm is None:
+            return
+        tokens = max(0, int(tokens))
+        with self._lock:
+            now = self._clock()
+            w = self._windows.get(key.id)
+            if w is None:
+                w = self._windows[key.id] = _Window()
+            w.expire(now)
+            if key.rpm is not None and len(w.events) >= key.rpm:
+                # the oldest of the last `rpm` admissions must leave the window first
+                wait = w.events[len(w.events) - key.rpm][0] + WINDOW - now
+                raise RateLimited(
+                    f"rate limit of {key.rpm} requests per minute reached for key {key.id}",
+                    headers=_retry_after(wait))
+            if key.tpm is not None:
+                if tokens > key.tpm:
+                    raise RateLimited(
+                        f"this request needs {tokens} tokens (prompt + max output), more "
+                        f"than the limit of {key.tpm} tokens per minute for key {key.id}; "
+                        "lower max_tokens", headers={"x-should-retry": "false"})
+                if w.tokens + tokens > key.tpm:
+                    raise RateLimited(
+                        f"rate limit of {key.tpm} tokens per minute reached for key "
+                        f"{key.id}", headers=_retry_after(self._tpm_wait(w, tokens,
+                                                                         key.tpm, now)))
+            w.events.append((now, tokens))
+            w.tokens += tokens
+
+    @staticmethod
+    def _tpm_wait(w: _Window, tokens: int, tpm: int, now: float) -> float:
+        """Seconds until enough old admissions expire for `tokens` more to fit."""
+        excess = w.tokens + tokens - tpm
+        for ts, n in w.events:
+            excess -= n
+            if excess <= 0:
+                return ts + WINDOW - now
+        return WINDOW
+
+    def forget(self, key_id: str) -> None:
+        with self._lock:
+            self._windows.pop(key_id, None)
