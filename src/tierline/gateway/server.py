@@ -59,6 +59,10 @@ class GatewayThread:
         self._thread = threading.Thread(target=self._run, name="tierline-gateway", daemon=True)
 
     @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 

@@ -113,6 +113,7 @@ class OpenAICompatProvider:
                         f"upstream {name!r} did not answer with an event stream",
                         deployment=name)
             done = False
+            pending: Usage | None = None
             async for _event, data in iter_sse(resp, deployment=name, first_timeout=t.first_token,
                                                idle_timeout=t.idle, total_timeout=t.total):
                 if data == b"[DONE]":
@@ -124,7 +125,17 @@ class OpenAICompatProvider:
                     raise UpstreamBadResponse(f"upstream {name!r} failed mid-stream: {err}",
                                               deployment=name)
                 usage = Usage.from_openai(chunk.get("usage")) if chunk.get("usage") else None
+                if usage is not None and chunk.get("choices"):
+                    # usage on a content chunk (vLLM continuous stats, some vendors on the
+                    # finish chunk): forward the content, keep the latest usage for the end
+                    pending = usage
+                    usage = None
+                elif usage is not None:
+                    pending = None
                 yield StreamChunk(data=chunk, raw=data, usage=usage)
+            if pending is not None:
+                yield StreamChunk(data={"object": "chat.completion.chunk", "choices": [],
+                                        "usage": pending.to_openai()}, usage=pending)
             if not done:
                 raise UpstreamBadResponse(f"upstream {name!r} stream ended without [DONE]",
                                           deployment=name)

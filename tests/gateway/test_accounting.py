@@ -1,0 +1,111 @@
+"""The request log reconciles with the responses: one row per request, exact costs; the
+endpoints /v1/models, /healthz, /metrics; `tierline spend`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.mocks.openai_server import MockOpenAI
+from tierline.accounting.pricing import PICO_PER_USD
+from tierline.cli import main
+from tierline.gateway.server import GatewayThread
+
+MSG = [{"role": "user", "content": "count"}]
+
+
+def log_path(gw: GatewayThread) -> Path:
+    return gw.app.config.request_log_path()
+
+
+async def wait_rows(path: Path, ids: set[str]) -> dict[str, sqlite3.Row]:
+    deadline = time.monotonic() + 10
+    while True:
+        conn = sqlite3.connect(path)
+        conn.row_factory = sqlite3.Row
+        rows = {r["id"]: r for r in conn.execute("SELECT * FROM requests")}
+        conn.close()
+        if ids <= set(rows) or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.05)
+
+
+async def test_request_log_reconciles(gateway: GatewayThread, client: httpx.AsyncClient,
+                                      fresh_mocks: tuple[MockOpenAI, MockOpenAI]) -> None:
+    a, b = fresh_mocks
+    header_costs: dict[str, Decimal] = {}
+    usage_by_id: dict[str, tuple[int, int]] = {}
+    for i in range(12):
+        (a if i % 2 == 0 else b).script(prompt_tokens=100 + i, completion_tokens=10 + i)
+        model = "a/strong" if i % 2 == 0 else "b/fast"
+        r = await client.post("/chat/completions", json={"model": model, "messages": MSG})
+        assert r.status_code == 200
+        rid = r.headers["x-request-id"]
+        header_costs[rid] = Decimal(r.headers["x-tierline-cost-usd"])
+        u = r.json()["usage"]
+        usage_by_id[rid] = (u["prompt_tokens"], u["completion_tokens"])
+    # streamed requests too, without include_usage: usage is still recorded
+    a.script(prompt_tokens=77, completion_tokens=3, chunks=3)
+    async with client.stream("POST", "/chat/completions", json={
+            "model": "a/strong", "messages": MSG, "stream": True}) as r:
+        stream_id = r.headers["x-request-id"]
+        _ = [x async for x in r.aiter_lines()]
+    bad = await client.post("/chat/completions", json={"model": "nope", "messages": MSG})
+    bad_id = bad.headers["x-request-id"]
+    rows = await wait_rows(log_path(gateway), {*header_costs, stream_id, bad_id})
+    for rid, c in header_costs.items():
+        row = rows[rid]
+        assert Decimal(row["cost_pico"]) / PICO_PER_USD == c
+        assert (row["prompt_tokens"], row["completion_tokens"]) == usage_by_id[rid]
+        assert row["status"] == 200 and row["estimated"] == 0
+        assert row["prompt"] is None  # prompt logging is off by default
+    srow = rows[stream_id]
+    assert (srow["prompt_tokens"], srow["completion_tokens"], srow["stream"]) == (77, 3, 1)
+    assert srow["cost_pico"] == 77 * 2_500_000 + 3 * 10_000_000
+    assert rows[bad_id]["status"] == 404 and rows[bad_id]["error"]
+    assert json.loads(rows[stream_id]["route_detail"])["chain"] == ["a/strong"]
+
+
+async def test_models_health_metrics(gateway: GatewayThread, client: httpx.AsyncClient
+                                     ) -> None:
+    r = await client.get("/models")
+    ids = {m["id"] for m in r.json()["data"]}
+    assert {"a/strong", "b/fast", "local/smollm2-135m-instruct", "auto", "tier:fast",
+            "pair"} <= ids
+    strong = next(m for m in r.json()["data"] if m["id"] == "a/strong")
+    assert strong["tierline"]["price_per_mtok"]["input"] == 2.5
+    assert strong["tierline"]["region"] == "us"
+    h = await client.get(gateway.root_url + "/healthz")
+    assert h.json()["status"] == "ok"
+    await client.post("/chat/completions", json={"model": "a/strong", "messages": MSG})
+    m = (await client.get(gateway.root_url + "/metrics")).text
+    for name in ("tierline_requests_total", "tierline_request_latency_seconds_bucket",
+                 "tierline_tokens_total", "tierline_cost_usd_total", "tierline_errors_total",
+                 "tierline_deployment_healthy"):
+        assert name in m
+    assert 'tierline_requests_total{model="a/strong",provider="mocka",status="200"}' in m
+    d = await client.get("/deployments")
+    assert {x["name"] for x in d.json()["data"]} >= {"a/strong", "b/fast"}
+
+
+async def test_spend_cli(gateway: GatewayThread, client: httpx.AsyncClient,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    r = await client.post("/chat/completions", json={"model": "b/fast", "messages": MSG})
+    await wait_rows(log_path(gateway), {r.headers["x-request-id"]})
+    assert main(["spend", "--log", str(log_path(gateway)), "--by", "provider", "--json"]) == 0
+    out = orjson.loads(capsys.readouterr().out)
+    by = {row["provider"]: row for row in out["rows"]}
+    assert by["mockb"]["requests"] >= 1
+    conn = sqlite3.connect(log_path(gateway))
+    total = conn.execute("SELECT SUM(cost_pico) FROM requests").fetchone()[0]
+    conn.close()
+    assert Decimal(out["total_cost_usd"]) == Decimal(total) / PICO_PER_USD
+    assert main(["spend", "--log", str(log_path(gateway)), "--by", "day"]) == 0

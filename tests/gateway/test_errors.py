@@ -1,0 +1,151 @@
+"""Every client mistake is a clear OpenAI-shaped 4xx naming the field; upstream failures
+map onto 429 / 502 / 503 / 504; fail-over down the chain."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.mocks.openai_server import MockOpenAI
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def assert_error(r: httpx.Response, status: int, param: str | None = None) -> dict[str, object]:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["message"]
+    if param is not None:
+        assert err["param"] == param
+    assert r.headers["x-request-id"].startswith("req_")
+    return err  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("raw", "param", "code"), [
+    (b"{not json", None, "invalid_json"),
+    (b'{"model": "a/strong", "messages": [{"role": "user", "content": "\xff\xfe"}]}', None,
+     "invalid_encoding"),
+    (b"[1, 2]", None, "invalid_type"),
+    (b'{"messages": [{"role": "user", "content": "x"}]}', "model",
+     "missing_required_parameter"),
+    (b'{"model": "a/strong"}', "messages", "missing_required_parameter"),
+    (b'{"model": "a/strong", "messages": []}', "messages", "invalid_value"),
+    (b'{"model": "a/strong", "messages": [{"role": "wizard", "content": "x"}]}',
+     "messages[0].role", "invalid_value"),
+    (b'{"model": "a/strong", "messages": [{"role": "user", "content": 5}]}',
+     "messages[0].content", "invalid_type"),
+    (b'{"model": "a/strong", "messages": [{"role": "user", "content": "x"}], '
+     b'"temperature": "hot"}', "temperature", "invalid_type"),
+    (b'{"model": "a/strong", "messages": [{"role": "user", "content": "x"}], '
+     b'"temperature": 7}', "temperature", "invalid_value"),
+    (b'{"model": "a/strong", "messages": [{"role": "user", "content": "x"}], '
+     b'"max_tokens": 100000000}', "max_tokens", "invalid_value"),
+    (b'{"model": "a/strong", "messages": [{"role": "user", "content": "x"}], '
+     b'"max_tokens": 0}', "max_tokens", "invalid_value"),
+    (b'{"model": "a/strong", "messages": [{"role": "user", "content": "x"}], '
+     b'"frobnicate": 1}', "frobnicate", "unknown_parameter"),
+    (b'{"model": "a/strong", "messages": [{"role": "user", "content": "x"}], '
+     b'"stream": "yes"}', "stream", "invalid_type"),
+    (b'{"model": "a/strong", "messages": [{"role": "user", "content": "x"}], '
+     b'"tierline": {"qualty": 0.9}}', "tierline.qualty", "unknown_parameter"),
+    (b'{"model": "a/strong", "messages": [{"role": "user", "content": "x"}], '
+     b'"tierline": {"quality": 3}}', "tierline.quality", "invalid_value"),
+    (b'{"model": "a/strong", "messages": [{"role": "user", "content": "x"}], '
+     b'"response_format": {"type": "xml"}}', "response_format.type", "invalid_value"),
+])
+async def test_bad_input_is_a_named_400(client: httpx.AsyncClient, raw: bytes,
+                                        param: str | None, code: str) -> None:
+    r = await client.post("/chat/completions", content=raw,
+                          headers={"content-type": "application/json"})
+    err = assert_error(r, 400, param)
+    assert err["code"] == code
+
+
+async def test_bad_control_header(client: httpx.AsyncClient) -> None:
+    r = await client.post("/chat/completions", json={"model": "a/strong", "messages": MSG},
+                          headers={"x-tierline-zdr": "maybe"})
+    assert_error(r, 400, "x-tierline-zdr")
+
+
+async def test_unknown_model_404(client: httpx.AsyncClient) -> None:
+    err = assert_error(await client.post("/chat/completions", json={
+        "model": "gpt-17", "messages": MSG}), 404, "model")
+    assert err["code"] == "model_not_found"
+
+
+async def test_body_too_large_413(client: httpx.AsyncClient) -> None:
+    big = "x" * 70000
+    r = await client.post("/chat/completions", json={
+        "model": "a/strong", "messages": [{"role": "user", "content": big}]})
+    assert_error(r, 413)
+
+
+async def test_unknown_path_and_method(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/nope"), 404)
+    assert (await client.get("/chat/completions")).status_code == 405
+
+
+async def test_upstream_429_fails_over(client: httpx.AsyncClient,
+                                       fresh_mocks: tuple[MockOpenAI, MockOpenAI]) -> None:
+    a, b = fresh_mocks
+    a.script(status=429, error_message="slow down", headers={"retry-after": "30"})
+    r = await client.post("/chat/completions", json={
+        "model": "pair", "messages": MSG, "tierline": {"strategy": "ordered"}})
+    assert r.status_code == 200
+    assert r.headers["x-tierline-model"] == "b/fast"
+    assert len(a.requests) == 1 and len(b.requests) == 1
+
+
+@pytest.mark.parametrize(("script", "status"), [
+    ({"status": 500, "error_message": "boom"}, 502),
+    ({"status": 429, "error_message": "slow"}, 429),
+    ({"status": 400, "error_message": "bad thing"}, 400),
+    ({"raw": b"{nope"}, 502),
+    ({"latency": 2.0}, 504),
+])
+async def test_single_deployment_failures(client: httpx.AsyncClient,
+                                          fresh_mocks: tuple[MockOpenAI, MockOpenAI],
+                                          script: dict[str, object], status: int) -> None:
+    a, _ = fresh_mocks
+    a.script(**script)
+    r = await client.post("/chat/completions", json={"model": "a/strong", "messages": MSG})
+    assert_error(r, status)
+    assert r.headers["x-tierline-model"] == "a/strong"
+
+
+async def test_stream_error_before_first_byte_fails_over(
+        client: httpx.AsyncClient, fresh_mocks: tuple[MockOpenAI, MockOpenAI]) -> None:
+    a, _ = fresh_mocks
+    a.script(status=503, error_message="overloaded")
+    async with client.stream("POST", "/chat/completions", json={
+            "model": "pair", "messages": MSG, "stream": True,
+            "tierline": {"strategy": "ordered"}}) as r:
+        assert r.status_code == 200
+        assert r.headers["x-tierline-model"] == "b/fast"
+        lines = [ln async for ln in r.aiter_lines() if ln.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+
+
+async def test_error_inside_200_stream_becomes_error_event(
+        client: httpx.AsyncClient, fresh_mocks: tuple[MockOpenAI, MockOpenAI]) -> None:
+    a, _ = fresh_mocks
+    a.script(stream_error="finish_reason", chunks=3)
+    async with client.stream("POST", "/chat/completions", json={
+            "model": "a/strong", "messages": MSG, "stream": True}) as r:
+        lines = [ln async for ln in r.aiter_lines() if ln.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    assert '"error"' in lines[-2]
+
+
+async def test_nothing_survives_filters_503_names_reasons(client: httpx.AsyncClient) -> None:
+    r = await client.post("/chat/completions", json={
+        "model": "pair", "messages": MSG, "tierline": {"region": "eu", "zdr": True,
+                                                       "open_weight": False},
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s",
+                                                                    "schema": {}}}})
+    err = assert_error(r, 503)
+    msg = str(err["message"])
+    assert "a/strong: region 'us' is not 'eu'" in msg
+    assert "b/fast: lacks capability json_schema" in msg
