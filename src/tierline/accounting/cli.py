@@ -36,7 +36,8 @@ def spend(path: Path, by: str, since: str | None = None) -> list[dict[str, Any]]
     if not path.exists():
         raise ConfigError(f"no request log at {path}")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    where, params = "", ()
+    where: str = ""
+    params: tuple[str, ...] = ()
     if since:
         where, params = "WHERE ts >= strftime('%s', ?)", (since,)
     try:

@@ -114,8 +114,8 @@ class Gateway:
                 warm = getattr(self.providers.get(dep.provider), "warmup", None)
                 if warm is not None:
                     await warm(dep)
-        for dep in self.catalog.deployments:
-            self.metrics.health.set((dep,), 1)
+        for name in self.catalog.deployments:
+            self.metrics.health.set((name,), 1)
         self.started = True
 
     async def shutdown(self) -> None:

@@ -217,7 +217,7 @@ async def _stream(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deploymen
         u["cost_usd"] = usd(cost_pico(ctx.usage, dep.price))
         if ctx.usage.estimated:
             u["estimated"] = True
-        final = {"id": first.data.get("id"), "object": "chat.completion.chunk",
+        final: dict[str, Any] = {"id": first.data.get("id"), "object": "chat.completion.chunk",
                  "created": first.data.get("created"), "model": first.data.get("model"),
                  "choices": [], "usage": u}
         tail = sse_event(orjson.dumps(final))

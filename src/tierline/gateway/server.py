@@ -55,7 +55,6 @@ class GatewayThread:
         self.port = port or free_port(host)
         self._server = uvicorn.Server(_uvicorn_config(self.app, self.host, self.port,
                                                       log_level="warning"))
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._run, name="tierline-gateway", daemon=True)
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tierline.catalog.model import Deployment
@@ -55,7 +55,7 @@ class Trace:
 class Executor:
     def __init__(self, providers: dict[str, Provider], settings: ResilienceSettings,
                  breakers: Breakers, *, rng: random.Random | None = None,
-                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.providers = providers
         self.settings = settings
         self.breakers = breakers

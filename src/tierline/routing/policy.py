@@ -92,6 +92,14 @@ class Router:
             "the deployments, tiers (tier:NAME) and groups this gateway serves.",
             param="model")
 
+    def profile_of(self, dep: Deployment) -> str | None:
+        """The learned-router profile of a deployment: its own, its tier's, or the default."""
+        if dep.profile:
+            return dep.profile
+        if dep.tier and dep.tier in self.settings.tier_profiles:
+            return self.settings.tier_profiles[dep.tier]
+        return self.settings.default_profile
+
     def is_last_resort(self, dep: Deployment) -> bool:
         if dep.last_resort is not None:
             return dep.last_resort
@@ -195,15 +203,15 @@ class Router:
                  text: str, detail: dict[str, Any], by_quality: bool = False,
                  ) -> tuple[list[Deployment], str]:
         predictor = self._predictor()
-        default = self.settings.default_profile
-        profiled = [d for d in deps if (d.profile or default)]
+        profile_of = self.profile_of
+        profiled = [d for d in deps if profile_of(d)]
         if predictor is None or not profiled:
             return self._cheapest(deps, c), "cheapest (no learned profiles for candidates)"
         preds = predictor.predict(text)
         q: dict[str, float | None] = {}
         cost: dict[str, float] = {}
         for d in deps:
-            prof = d.profile or default
+            prof = profile_of(d)
             q[d.name] = preds.get(prof) if prof else None
             cost[d.name] = expected_cost_usd(d, c.prompt_tokens, c.max_output_tokens)
         detail["scores"] = {n: {"quality": None if v is None else round(v, 4),
