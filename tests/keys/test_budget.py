@@ -18,8 +18,8 @@ from tierline.keys.store import KeyRecord
 USD = 10**12
 
 
-def ts(*a: int) -> float:
-    return datetime(*a, tzinfo=UTC).timestamp()  # type: ignore[misc]
+def ts(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> float:
+    return datetime(y, mo, d, h, mi, s, tzinfo=UTC).timestamp()
 
 
 class Checked(Budgets):
