@@ -1,0 +1,207 @@
+"""Answer checks: contains, regex, exact, number, choice, json_schema, python, judge.
+
+`run_checks` returns one `CheckResult` per check; an item passes when every check
+passes. The judge check asks a judge target for a three-way verdict (correct /
+incorrect / not_attempted); its cost is accounted by the caller.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tierline.bench.workload import BenchError, Item
+
+# judge(prompt) -> (verdict text, cost in USD)
+JudgeFn = Callable[[str], Awaitable[tuple[str, float]]]
+
+CHECK_TYPES = ("contains", "regex", "exact", "number", "choice", "json_schema", "python",
+               "judge")
+_NUM_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_CHOICE_RES = [
+    re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*\(?\**([A-J])\b", re.I),
+    re.compile(r"^\s*\(?\**([A-J])\**\)?(?:[.):\s]|$)"),
+    re.compile(r"\(([A-J])\)"),
+]
+JUDGE_PROMPT = """You are grading an answer to a request.
+
+Request:
+{question}
+
+Answer to grade:
+{answer}
+
+Rubric: {rubric}
+
+Reply with exactly one word: CORRECT if the answer satisfies the rubric, INCORRECT if it
+attempts an answer that does not, NOT_ATTEMPTED if it refuses or does not answer."""
+
+
+@dataclass(slots=True)
+class CheckResult:
+    type: str
+    passed: bool
+    detail: str = ""
+    verdict: str | None = None  # judge only: correct / incorrect / not_attempted
+    cost_usd: float = 0.0  # judge only
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type, "passed": self.passed}
+        if self.detail:
+            d["detail"] = self.detail
+        if self.verdict is not None:
+            d["verdict"] = self.verdict
+            d["cost_usd"] = self.cost_usd
+        return d
+
+
+def validate_checks(checks: list[dict[str, Any]], where: str) -> None:
+    for c in checks:
+        t = c.get("type")
+        if t not in CHECK_TYPES:
+            raise BenchError(f"{where}: unknown check type {t!r} "
+                             f"(one of {', '.join(CHECK_TYPES)})")
+        need = {"contains": "value", "exact": "value", "number": "value", "choice": "value",
+                "regex": "pattern", "json_schema": "schema", "python": "ref"}.get(t)
+        if need and need not in c:
+            raise BenchError(f"{where}: a {t} check needs '{need}'")
+
+
+def parse_number(text: str) -> float | None:
+    """The last number in the text (answers usually end with the result)."""
+    found = _NUM_RE.findall(text)
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def parse_choice(text: str) -> str | None:
+    for rx in _CHOICE_RES:
+        m = rx.search(text.strip())
+        if m:
+            return m.group(1).upper()
+    return None
+
+
+def extract_json(text: str) -> Any:
+    """JSON from the answer: the whole text, a fenced block, or the outermost {...}/[...]."""
+    s = text.strip()
+    fence = re.search(r"```(?:json)?\s*(.*?)```", s, re.S)
+    candidates = [s]
+    if fence:
+        candidates.append(fence.group(1).strip())
+    for o, c in (("{", "}"), ("[", "]")):
+        i, j = s.find(o), s.rfind(c)
+        if 0 <= i < j:
+            candidates.append(s[i:j + 1])
+    for cand in candidates:
+        try:
+            return json.loads(cand)
+        except json.JSONDecodeError:
+            continue
+    raise ValueError("no JSON found in the answer")
+
+
+def _check_json_schema(c: dict[str, Any], answer: str) -> CheckResult:
+    import jsonschema
+
+    try:
+        doc = extract_json(answer)
+    except ValueError as e:
+        return CheckResult("json_schema", False, str(e))
+    try:
+        jsonschema.validate(doc, c["schema"])
+    except jsonschema.ValidationError as e:
+        return CheckResult("json_schema", False, f"schema: {e.message}"[:200])
+    except jsonschema.SchemaError as e:
+        raise BenchError(f"invalid json_schema check: {e.message}") from None
+    return CheckResult("json_schema", True)
+
+
+def _load_ref(ref: str) -> Callable[[str, Item], Any]:
+    mod, _, fn = ref.partition(":")
+    if not mod or not fn:
+        raise BenchError(f"python check ref must be 'module:function', got {ref!r}")
+    try:
+        obj = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise BenchError(f"python check {ref!r}: {e}") from None
+    if not callable(obj):
+        raise BenchError(f"python check {ref!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def check_sync(c: dict[str, Any], answer: str, item: Item) -> CheckResult:
+    t = str(c.get("type"))
+    if t == "contains":
+        v = str(c["value"])
+        ok = (v.lower() in answer.lower()) if c.get("ignore_case") else (v in answer)
+        return CheckResult(t, ok, "" if ok else f"{v!r} not in answer")
+    if t == "regex":
+        flags = re.I if c.get("ignore_case") else 0
+        ok = re.search(str(c["pattern"]), answer, flags | re.S) is not None
+        return CheckResult(t, ok, "" if ok else "no match")
+    if t == "exact":
+        a, v = answer.strip(), str(c["value"]).strip()
+        if c.get("ignore_case"):
+            a, v = a.lower(), v.lower()
+        return CheckResult(t, a == v, "" if a == v else "not equal")
+    if t == "number":
+        got = parse_number(answer)
+        tol = float(c.get("tolerance", 0))
+        ok = got is not None and abs(got - float(c["value"])) <= tol
+        return CheckResult(t, ok, "" if ok else f"got {got}")
+    if t == "choice":
+        letter = parse_choice(answer)
+        ok = letter is not None and letter == str(c["value"]).strip().upper()
+        return CheckResult(t, ok, "" if ok else f"got {letter}")
+    if t == "json_schema":
+        return _check_json_schema(c, answer)
+    if t == "python":
+        fn = _load_ref(str(c["ref"]))
+        try:
+            ok = bool(fn(answer, item))
+        except Exception as e:  # a user's check that raises fails the item, not the run
+            return CheckResult(t, False, f"raised {type(e).__name__}: {e}"[:200])
+        return CheckResult(t, ok)
+    raise BenchError(f"unknown check type {t!r}")
+
+
+def parse_verdict(text: str) -> str:
+    t = text.upper().replace("-", "_").replace(" ", "_")
+    if "NOT_ATTEMPTED" in t:
+        return "not_attempted"
+    if "INCORRECT" in t:
+        return "incorrect"
+    if "CORRECT" in t:
+        return "correct"
+    return "incorrect"
+
+
+async def run_checks(checks: list[dict[str, Any]], answer: str, item: Item,
+                     judge: JudgeFn | None) -> list[CheckResult]:
+    out: list[CheckResult] = []
+    for c in checks:
+        if c.get("type") != "judge":
+            out.append(check_sync(c, answer, item))
+            continue
+        if judge is None:
+            raise BenchError("a judge check needs --judge TARGET")
+        prompt = JUDGE_PROMPT.format(question=item.prompt_text, answer=answer,
+                                     rubric=c.get("rubric", "the answer is correct"))
+        try:
+            text, cost = await judge(prompt)
+        except Exception as e:
+            out.append(CheckResult("judge", False, f"judge failed: {e}"[:200]))
+            continue
+        verdict = parse_verdict(text)
+        out.append(CheckResult("judge", verdict == "correct", verdict=verdict,
+                               cost_usd=cost))
+    return out

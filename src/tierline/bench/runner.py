@@ -1,0 +1,282 @@
+"""Running a bench: targets one after another, each under the chosen load mode
+(closed loop at a concurrency, open loop at a constant / Poisson rate, or trace replay
+at the logged timestamps), with warm-up, a bounded duration, checks and a live progress
+bar; results go to `requests.jsonl`, `items.jsonl`, `summary.json` and the reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+
+from tierline.bench.checks import JudgeFn, run_checks, validate_checks
+from tierline.bench.client import stream_chat
+from tierline.bench.targets import Target, apply_prices, parse_target, request_cost
+from tierline.bench.workload import BenchError, Item
+
+
+@dataclass
+class BenchOptions:
+    items: list[Item]
+    targets: list[str]
+    out: Path
+    config: str | None = None
+    concurrency: int = 1
+    rate: float | None = None
+    poisson: bool = False
+    replay: bool = False
+    speedup: float = 1.0
+    warmup: int = 0
+    duration: float | None = None
+    judge: str | None = None
+    slo_ttft_ms: float = 1000.0
+    slo_e2e_ms: float | None = None
+    prices: list[str] = field(default_factory=list)
+    timeout: float = 120.0
+    progress: bool | None = None  # None: only when stderr is a TTY
+    seed: int = 0
+    workload_name: str = "workload"
+    plots: bool = True
+
+
+@dataclass
+class _Live:
+    done: int = 0
+    errors: int = 0
+    passed: int = 0
+    spend: float = 0.0
+
+
+def _arrivals(items: list[Item], o: BenchOptions) -> Iterator[tuple[float, Item]]:
+    """(seconds after start, item) for the open-loop modes."""
+    import numpy as np
+
+    if o.replay:
+        ts = [it.timestamp for it in items]
+        if any(t is None for t in ts):
+            raise BenchError("--replay needs a 'timestamp' on every workload item")
+        order = sorted(items, key=lambda it: it.timestamp or 0.0)
+        t0 = order[0].timestamp or 0.0
+        for it in order:
+            yield ((it.timestamp or 0.0) - t0) / o.speedup, it
+        return
+    assert o.rate is not None
+    rng = np.random.default_rng(o.seed)
+    t = 0.0
+    for it in _cycle(items, o.duration is not None):
+        yield t, it
+        t += float(rng.exponential(1.0 / o.rate)) if o.poisson else 1.0 / o.rate
+
+
+def _cycle(items: list[Item], forever: bool) -> Iterator[Item]:
+    while True:
+        yield from items
+        if not forever:
+            return
+
+
+async def _dispatch(items: list[Item], o: BenchOptions,
+                    send: Callable[[Item], Coroutine[Any, Any, None]], warmup: bool) -> None:
+    deadline = (time.monotonic() + o.duration) if (o.duration and not warmup) else None
+    if warmup or (o.rate is None and not o.replay):
+        it = _cycle(items, deadline is not None)
+
+        async def worker() -> None:
+            for item in it:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                await send(item)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, o.concurrency))))
+        return
+    start = time.monotonic()
+    tasks: set[asyncio.Task[None]] = set()
+    for at, item in _arrivals(items, o):
+        if deadline is not None and start + at >= deadline:
+            break
+        delay = start + at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(send(item))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
+def _judge_fn(session: aiohttp.ClientSession, judge: Target, base: Callable[[Target], str],
+              timeout: float) -> JudgeFn:
+    async def call(prompt: str) -> tuple[str, float]:
+        req = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 16,
+               "temperature": 0}
+        r = await stream_chat(session, judge, base(judge), req, timeout)
+        cost, _ = request_cost(judge, r.usage)
+        if not r.ok:
+            raise RuntimeError(f"{r.error_class}: {r.error}")
+        return r.text, cost
+    return call
+
+
+class _Run:
+    def __init__(self, o: BenchOptions, targets: list[Target], judge: Target | None,
+                 gateway_url: str | None, out: IO[str]) -> None:
+        self.o, self.targets, self.judge = o, targets, judge
+        self.gateway_url, self.out = gateway_url, out
+        self.seq = 0
+        self.t_start = time.perf_counter()
+
+    def base(self, t: Target) -> str:
+        if t.base_url:
+            return t.base_url
+        assert self.gateway_url is not None
+        return self.gateway_url
+
+    async def one(self, session: aiohttp.ClientSession, t: Target, item: Item,
+                  warmup: bool, live: _Live, judge: JudgeFn | None) -> None:
+        self.seq += 1
+        seq = self.seq
+        started = time.perf_counter() - self.t_start
+        r = await stream_chat(session, t, self.base(t), item.request, self.o.timeout)
+        cost, source = request_cost(t, r.usage)
+        usage = r.usage or {}
+        ctoks = int(usage.get("completion_tokens") or 0)
+        results = (await run_checks(item.checks, r.text, item, judge)
+                   if r.ok and item.checks else [])
+        judge_cost = sum(c.cost_usd for c in results)
+        passed = r.ok and all(c.passed for c in results)
+        decode_s = (r.e2e_ms - (r.ttft_ms or 0.0)) / 1000
+        rec: dict[str, Any] = {
+            "seq": seq, "target": t.name, "item_id": item.id, "warmup": warmup,
+            "t_start_s": round(started, 6), "ok": r.ok, "error_class": r.error_class,
+            "http_status": r.http_status, "error": r.error,
+            "ttft_ms": r.ttft_ms, "e2e_ms": r.e2e_ms,
+            "tpot_ms": ((r.e2e_ms - r.ttft_ms) / (ctoks - 1)
+                        if r.ttft_ms is not None and ctoks > 1 else None),
+            "itl_ms": [round(x, 3) for x in r.itl_ms],
+            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": ctoks,
+            "output_tokens_per_s": (ctoks / decode_s if r.ok and ctoks and decode_s > 0
+                                    else None),
+            "prompt_chars": len(item.prompt_text),
+            "cost_usd": cost, "cost_source": source, "judge_cost_usd": judge_cost,
+            "route_model": r.route_model, "route": r.route,
+            "finish_reason": r.finish_reason, "checked": bool(item.checks),
+            "passed": passed, "checks": [c.to_json() for c in results],
+            "answer": r.text,
+        }
+        if "task" in item.meta:
+            rec["task"] = item.meta["task"]
+        self.out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if not warmup:
+            live.done += 1
+            live.errors += 0 if r.ok else 1
+            live.passed += 1 if passed else 0
+            live.spend += cost + judge_cost
+
+    async def target(self, session: aiohttp.ClientSession, t: Target,
+                     tick: Callable[[str, _Live], None]) -> None:
+        live = _Live()
+        judge = (_judge_fn(session, self.judge, self.base, self.o.timeout)
+                 if self.judge else None)
+        if self.o.warmup > 0:
+            src = _cycle(self.o.items, True)
+            warm = [next(src) for _ in range(self.o.warmup)]
+
+            async def send_warm(item: Item) -> None:
+                await self.one(session, t, item, True, live, None)
+            await _dispatch(warm, self.o, send_warm, warmup=True)
+
+        async def send(item: Item) -> None:
+            await self.one(session, t, item, False, live, judge)
+            tick(t.name, live)
+        await _dispatch(self.o.items, self.o, send, warmup=False)
+
+
+def resolve_targets(o: BenchOptions) -> tuple[list[Target], Target | None]:
+    if not o.targets:
+        raise BenchError("at least one --target is needed")
+    targets = [parse_target(s) for s in o.targets]
+    if len({t.name for t in targets}) != len(targets):
+        raise BenchError("the same --target is given twice")
+    judge = parse_target(o.judge) if o.judge else None
+    apply_prices(targets + ([judge] if judge else []), o.prices)
+    for it in o.items:
+        validate_checks(it.checks, f"item {it.id}")
+        if any(c.get("type") == "judge" for c in it.checks) and judge is None:
+            raise BenchError(f"item {it.id} has a judge check: give --judge TARGET")
+    if o.replay and any(it.timestamp is None for it in o.items):
+        raise BenchError("--replay needs a 'timestamp' on every workload item")
+    return targets, judge
+
+
+@contextlib.contextmanager
+def _gateway(needed: bool, config: str | None) -> Iterator[str | None]:
+    if not needed:
+        yield None
+        return
+    from tierline.config import load_config
+    from tierline.gateway.server import GatewayThread
+
+    with GatewayThread(load_config(config)) as g:
+        yield g.base_url
+
+
+def _progress(o: BenchOptions, total: int) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    enabled = o.progress if o.progress is not None else sys.stderr.isatty()
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[stats]}"),
+                    console=Console(stderr=True), disable=not enabled, transient=False)
+
+
+async def run_bench(o: BenchOptions) -> dict[str, Any]:
+    """Run every target, write the run directory and return the summary."""
+    from tierline.bench.report import write_reports
+    from tierline.bench.stats import summarize
+
+    targets, judge = resolve_targets(o)
+    o.out.mkdir(parents=True, exist_ok=True)
+    with (o.out / "items.jsonl").open("w", encoding="utf-8") as f:
+        for it in o.items:
+            f.write(json.dumps({"id": it.id, "request": it.request, "checks": it.checks,
+                                "timestamp": it.timestamp, **it.meta},
+                               ensure_ascii=False) + "\n")
+    needed = any(t.in_process for t in targets) or bool(judge and judge.in_process)
+    t0 = time.time()
+    with _gateway(needed, o.config) as gw_url, \
+            (o.out / "requests.jsonl").open("w", encoding="utf-8") as out:
+        run = _Run(o, targets, judge, gw_url, out)
+        conn = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=conn) as session:
+            with _progress(o, len(o.items)) as prog:
+                for t in targets:
+                    task = prog.add_task(t.name, total=None if o.duration else len(o.items),
+                                         stats="")
+
+                    def tick(name: str, live: _Live, task: Any = task) -> None:
+                        prog.update(task, completed=live.done, stats=(
+                            f"pass {live.passed}  err {live.errors}  ${live.spend:.6f}"))
+                    await run.target(session, t, tick)
+    meta = {"workload": o.workload_name, "started": t0, "wall_s": time.time() - t0,
+            "targets": [t.name for t in targets], "judge": o.judge,
+            "mode": ("replay" if o.replay else "poisson" if o.poisson and o.rate
+                     else "rate" if o.rate else "closed"),
+            "concurrency": o.concurrency, "rate": o.rate, "speedup": o.speedup,
+            "warmup": o.warmup, "duration": o.duration, "slo_ttft_ms": o.slo_ttft_ms,
+            "slo_e2e_ms": o.slo_e2e_ms, "n_items": len(o.items),
+            "prices": {t.name: [t.price.input_per_mtok, t.price.output_per_mtok]
+                       for t in targets if t.price}}
+    summary = summarize(o.out, meta)
+    write_reports([o.out], o.out, plots=o.plots)
+    return summary
