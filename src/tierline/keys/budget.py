@@ -151,5 +151,6 @@ class Budgets:
                f"spent {when}")
         if acc.held:
             msg += f", ${usd(acc.held)} reserved by requests in flight"
-        msg += f"; this request may cost up to ${usd(worst)}"
+        msg += (f"; this request may cost up to ${usd(worst)} (a lower max_tokens lowers "
+                "that bound)")
         return PaymentRequired(msg, headers={"x-should-retry": "false"})
