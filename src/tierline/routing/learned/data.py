@@ -1,0 +1,199 @@
+"""Loading "routing outcomes" JSONL files (see ``shared/routing-data/README.md``).
+
+Each line is one prompt with per-model outcomes::
+
+    {"id": ..., "split": "train"|"test", "messages": [{"role": "user", "content": ...}],
+     "outcomes": {model: {"score": float, "cost_usd": float|null, "output_chars"?: int}},
+     "flags"?: [...], "meta"?: {...}}
+
+A malformed line raises :class:`DataError` whose message names ``file:line``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DataError",
+    "Example",
+    "default_data_dir",
+    "load_models_json",
+    "load_outcomes",
+    "load_prompts",
+]
+
+DATA_ENV = "TIERLINE_ROUTING_DATA"
+
+
+class DataError(ValueError):
+    """A routing-outcomes file could not be read (message names file:line)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One model's outcome on one prompt."""
+
+    score: float
+    cost_usd: float | None = None
+    output_chars: int | None = None
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt with the outcomes of the models that answered it."""
+
+    id: str
+    text: str
+    outcomes: dict[str, Outcome]
+    split: str = "test"
+    source: str = ""
+    task: str = ""
+    flags: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def score(self, model: str) -> float:
+        """Score of ``model`` on this prompt (KeyError if it has none)."""
+        return self.outcomes[model].score
+
+
+def default_data_dir() -> Path:
+    """``$TIERLINE_ROUTING_DATA`` or ``../shared/routing-data`` relative to the cwd."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    return Path("..") / "shared" / "routing-data"
+
+
+def _fail(path: Path, lineno: int, msg: str) -> DataError:
+    return DataError(f"{path}:{lineno}: {msg}")
+
+
+def _prompt_text(obj: dict[str, Any], path: Path, lineno: int) -> str:
+    if "messages" in obj:
+        msgs = obj["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            raise _fail(path, lineno, "'messages' must be a non-empty list")
+        parts: list[str] = []
+        for m in msgs:
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+                raise _fail(path, lineno, "each message needs a string 'content'")
+            if m.get("role", "user") == "user":
+                parts.append(m["content"])
+        return "\n".join(parts)
+    for key in ("prompt", "text", "query"):
+        if isinstance(obj.get(key), str):
+            return str(obj[key])
+    raise _fail(path, lineno, "no 'messages' (or 'prompt'/'text') field")
+
+
+def _parse_outcomes(raw: Any, path: Path, lineno: int) -> dict[str, Outcome]:
+    if not isinstance(raw, dict):
+        raise _fail(path, lineno, "'outcomes' must be an object")
+    out: dict[str, Outcome] = {}
+    for model, o in raw.items():
+        if not isinstance(o, dict) or "score" not in o:
+            raise _fail(path, lineno, f"outcome of {model!r} needs a 'score'")
+        score = o["score"]
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise _fail(path, lineno, f"score of {model!r} is not a number")
+        if not 0.0 <= float(score) <= 1.0:
+            raise _fail(path, lineno, f"score of {model!r} outside [0, 1]: {score}")
+        cost = o.get("cost_usd")
+        chars = o.get("output_chars")
+        out[str(model)] = Outcome(
+            float(score),
+            float(cost) if isinstance(cost, int | float) else None,
+            int(chars) if isinstance(chars, int) else None,
+        )
+    return out
+
+
+def _iter_objects(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    try:
+        fh = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+    with fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise _fail(path, lineno, f"invalid JSON ({exc.msg})") from exc
+            if not isinstance(obj, dict):
+                raise _fail(path, lineno, "line is not a JSON object")
+            yield lineno, obj
+
+
+def load_outcomes(
+    paths: Sequence[str | Path] | str | Path,
+    *,
+    split: str | None = None,
+    skip_contaminated: bool = True,
+    skip_overlap: bool = False,
+) -> list[Example]:
+    """Load routing-outcomes JSONL file(s).
+
+    ``split``: ``"train"`` / ``"test"`` keeps only that split; ``None`` or ``"all"`` keeps all.
+    ``skip_contaminated`` drops lines flagged ``contaminated``; ``skip_overlap`` drops lines
+    flagged ``train_test_overlap``.
+    """
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    want = None if split in (None, "all") else split
+    examples: list[Example] = []
+    for p in paths:
+        path = Path(p)
+        for lineno, obj in _iter_objects(path):
+            text = _prompt_text(obj, path, lineno)
+            if "outcomes" not in obj:
+                raise _fail(path, lineno, "missing 'outcomes'")
+            outcomes = _parse_outcomes(obj["outcomes"], path, lineno)
+            flags = obj.get("flags") or []
+            if not isinstance(flags, list):
+                raise _fail(path, lineno, "'flags' must be a list")
+            sp = obj.get("split", "test")
+            if sp not in ("train", "test"):
+                raise _fail(path, lineno, f"bad split {sp!r}")
+            if want is not None and sp != want:
+                continue
+            if skip_contaminated and "contaminated" in flags:
+                continue
+            if skip_overlap and "train_test_overlap" in flags:
+                continue
+            meta = obj.get("meta") or {}
+            examples.append(
+                Example(
+                    id=str(obj.get("id", f"{path.name}:{lineno}")),
+                    text=text,
+                    outcomes=outcomes,
+                    split=sp,
+                    source=str(obj.get("source", path.stem)),
+                    task=str(obj.get("task", "")),
+                    flags=tuple(str(f) for f in flags),
+                    meta=meta if isinstance(meta, dict) else {},
+                )
+            )
+    return examples
+
+
+def load_prompts(path: str | Path) -> list[str]:
+    """Prompts of a JSONL file: routing-outcomes lines or ``{"prompt"|"text"|"messages"}``."""
+    p = Path(path)
+    return [_prompt_text(obj, p, lineno) for lineno, obj in _iter_objects(p)]
+
+
+def load_models_json(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """Prices ``{model: {input_usd_per_mtok, output_usd_per_mtok, ...}}`` ({} if absent)."""
+    p = Path(path) if path is not None else default_data_dir() / "models.json"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from tierline.routing.learned import cli
+
+from .conftest import STRONG, WEAK, routing_data_dir
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tierline")
+    cli.register(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+def test_train_eval_json(synth_file: Path, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("sklearn")
+    out = tmp_path / "r.npz"
+    assert run(["router", "train", str(synth_file), "-o", str(out), "--bits", "12",
+                "--quiet"]) == 0
+    capsys.readouterr()
+    assert run(["router", "eval", str(synth_file), "--router", str(out), "--strong", STRONG,
+                "--weak", WEAK, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    for k in ("n", "apgr", "cpt50", "cpt80", "strong_share_at_95", "cost_saving_at_95"):
+        assert k in res
+    assert res["n"] == 79  # test split, contaminated line excluded
+    assert res["apgr"] > 0.6
+    assert run(["router", "eval", str(synth_file), "--router", str(out), "--out",
+                str(tmp_path / "o")]) == 0
+    assert "aiq=" in capsys.readouterr().out
+    assert (tmp_path / "o" / "synth.json").exists()
+    assert (tmp_path / "o" / "synth.png").exists()
+    assert run(["router", "calibrate", str(synth_file), "--router", str(out),
+                "--strong-share", "0.3", "--weak", WEAK]) == 0
+    t = float(capsys.readouterr().out)
+    assert 0 < t < 1
+    added = tmp_path / "added.npz"
+    assert run(["router", "add-model", "--router", str(out), "--data", str(synth_file),
+                "--model", WEAK, "-o", str(added)]) == 2  # base model cannot be replaced
+
+
+def test_errors_exit_2(synth_file: Path, synth_router_file: Path, tmp_path: Path,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(synth_file.read_text().splitlines()[0] + "\n{oops\n")
+    assert run(["router", "train", str(bad), "-o", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2:" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert run(["router", "eval", str(bad), "--router", str(synth_router_file), "--strong",
+                STRONG, "--weak", WEAK, "--split", "all"]) == 2
+    assert f"{bad}:2:" in capsys.readouterr().err
+    assert run(["router", "eval", str(synth_file), "--router", str(synth_router_file),
+                "--strong", "no-such-model", "--weak", WEAK, "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-model" in err and "Traceback" not in err
+
+
+def test_real_data_eval_default_router(capsys: pytest.CaptureFixture[str]) -> None:
+    data = routing_data_dir() / "routellm-gsm8k.jsonl"
+    if not data.exists():
+        pytest.skip("shared routing data not available")
+    assert run(["router", "eval", str(data), "--strong", "gpt-4-1106-preview", "--weak",
+                "mixtral-8x7b-instruct-v0.1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 257
+    assert 0.5 < res["apgr"] <= 1.0

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tierline.routing.learned.data import DataError, load_outcomes, load_prompts
+
+
+def test_load_filters(synth_file: Path) -> None:
+    all_ = load_outcomes(synth_file, split="all", skip_contaminated=False)
+    assert len(all_) == 400
+    train = load_outcomes(synth_file, split="train")
+    test = load_outcomes(synth_file, split="test")
+    assert all(e.split == "train" for e in train)
+    assert len(train) + len(test) == 399  # one contaminated line dropped
+    assert "synth/5" not in {e.id for e in train + test}
+    assert len(load_prompts(synth_file)) == 400
+
+
+def test_overlap_flag(tmp_path: Path) -> None:
+    rec = {"split": "test", "messages": [{"role": "user", "content": "x"}],
+           "outcomes": {"a": {"score": 1.0, "cost_usd": None}}, "flags": ["train_test_overlap"]}
+    p = tmp_path / "d.jsonl"
+    p.write_text(json.dumps(rec) + "\n")
+    assert len(load_outcomes(p)) == 1
+    assert load_outcomes(p, skip_overlap=True) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("{not json", "invalid JSON"),
+        ('{"messages": [{"role": "user", "content": "q"}]}', "missing 'outcomes'"),
+        ('{"messages": [{"role": "user", "content": "q"}], "outcomes": {"a": {"score": 2}}}',
+         "outside [0, 1]"),
+        ('{"outcomes": {}}', "no 'messages'"),
+        ("[1, 2]", "not a JSON object"),
+    ],
+)
+def test_malformed_line_names_file_and_line(tmp_path: Path, line: str, needle: str) -> None:
+    p = tmp_path / "bad.jsonl"
+    good = {"messages": [{"role": "user", "content": "q"}], "outcomes": {"a": {"score": 1}}}
+    p.write_text(json.dumps(good) + "\n\n" + line + "\n")
+    with pytest.raises(DataError) as ei:
+        load_outcomes(p)
+    assert f"{p}:3:" in str(ei.value)
+    assert needle in str(ei.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cannot open"):
+        load_outcomes(tmp_path / "nope.jsonl")

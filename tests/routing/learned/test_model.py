@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tierline.routing.learned.choose import choose
+from tierline.routing.learned.data import load_outcomes
+from tierline.routing.learned.model import LearnedRouter, default_router_path
+
+from .conftest import STRONG, WEAK
+
+
+def test_round_trip(synth_router_file: Path, tmp_path: Path) -> None:
+    r = LearnedRouter.load(synth_router_file)
+    assert sorted(r.profiles) == [STRONG, WEAK]
+    p = r.predict("Question: integral matrix prime compute 17 * 23 = ?")
+    assert set(p) == {STRONG, WEAK} and all(0 < v < 1 for v in p.values())
+    r.save(tmp_path / "again.npz")
+    r2 = LearnedRouter.load(tmp_path / "again.npz")
+    texts = ["apple river colour", "integral prime matrix"]
+    np.testing.assert_allclose(r.predict_many(texts), r2.predict_many(texts), atol=1e-6)
+    assert r.predict_many(texts).shape == (2, 2)
+
+
+def test_router_learns_difficulty(synth_router_file: Path) -> None:
+    r = LearnedRouter.load(synth_router_file)
+    easy = r.predict("Question 7: apple river colour apple river colour apple river")
+    hard = r.predict("Question 9: integral matrix prime integral prime matrix integral prime")
+    assert hard[WEAK] < easy[WEAK]
+    assert hard[STRONG] - hard[WEAK] > easy[STRONG] - easy[WEAK]
+
+
+def test_add_profile(synth_router_file: Path, synth_file: Path, tmp_path: Path) -> None:
+    r = LearnedRouter.load(synth_router_file)
+    before = r.predict_many(["apple river", "integral prime"])
+    ex = load_outcomes(synth_file, split="train")
+    # a new model that is good exactly where the weak one is good
+    r.add_profile("new-model", [e.text for e in ex], [e.score(WEAK) for e in ex])
+    assert r.profiles[-1] == "new-model"
+    after = r.predict_many(["apple river", "integral prime"])
+    np.testing.assert_allclose(after[:, :2], before)  # others untouched
+    assert after[0, 2] > after[1, 2]
+    r.save(tmp_path / "added.npz")
+    r2 = LearnedRouter.load(tmp_path / "added.npz")
+    assert r2.profiles == r.profiles
+    np.testing.assert_allclose(r2.predict_many(["apple river"]), r.predict_many(["apple river"]))
+    with pytest.raises(ValueError):
+        r.add_profile(WEAK, ["x"], [1.0])
+
+
+def test_choose() -> None:
+    pred = {"a": 0.6, "b": 0.8, "c": 0.9}
+    costs = {"a": 1.0, "b": 5.0, "c": 20.0}
+    assert choose(pred, costs, quality=0.7)[0] == "b"
+    assert choose(pred, costs, quality=0.5)[0] == "a"
+    name, why = choose(pred, costs, quality=0.95)
+    assert name == "c" and "no model reaches" in why
+    assert choose(pred, costs, lam=0.0)[0] == "c"
+    assert choose(pred, costs, lam=1.0)[0] == "a"
+    with pytest.raises(ValueError):
+        choose(pred, costs)
+
+
+def test_default_router_ships_all_profiles() -> None:
+    path = default_router_path()
+    assert path.exists() and path.stat().st_size < 5_000_000
+    r = LearnedRouter.load(path)
+    for m in ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1", "qwen2.5-7b-instruct",
+              "llama-3.1-8b-instruct", "codegemma-7b"):
+        assert m in r.profiles
+    assert len(r.profiles) == 11
+
+
+def test_import_is_cheap() -> None:
+    code = "import sys, tierline.routing.learned as m; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
