@@ -25,7 +25,7 @@ _NUM_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)
 _CHOICE_RES = [
     re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*\(?\**([A-J])\b", re.I),
     re.compile(r"^\s*\(?\**([A-J])\**\)?(?:[.):\s]|$)"),
-    re.compile(r"\(([A-J])\)"),
+    re.compile(r"\(([A-J])\)", re.I),
 ]
 JUDGE_PROMPT = """You are grading an answer to a request.
 

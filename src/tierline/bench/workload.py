@@ -60,7 +60,7 @@ def parse_item(obj: Any, lineno: int, default_checks: list[dict[str, Any]]) -> I
         if not isinstance(req, dict):
             raise BenchError(f"workload line {lineno}: 'request' must be an object")
         checks = obj.get("checks")
-        if checks is None:
+        if not checks:  # missing or empty: the workload-level defaults (--check)
             checks = list(default_checks)
         if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
             raise BenchError(f"workload line {lineno}: 'checks' must be a list of objects")

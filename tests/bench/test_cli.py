@@ -1,0 +1,124 @@
+"""The `tierline bench` CLI contract: files, summary keys, report, compare, export,
+import-log (from a real request log written by RequestLog)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bench.conftest import item
+from tests.bench.mock_upstream import BenchMock
+from tierline.accounting.log import LogRecord, RequestLog
+from tierline.cli import main
+
+KEYS = ("n", "errors", "passed", "pass_rate", "cost_usd_total", "cost_per_useful_response",
+        "ttft_ms", "e2e_ms", "output_tokens_per_s", "goodput", "pass_rate_ci")
+PCT = ("p50", "p90", "p95", "p99", "mean", "p50_ci")
+
+
+async def cli(*argv: str) -> int:
+    # main() runs its own event loop: keep it off the loop that serves the mock
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def test_run_report_compare_export(mock: BenchMock, tmp_path: Path,
+                                         write_workload: Any,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    wl = write_workload([
+        item("a", "capital of France", task="geo"),
+        item("b", "capital of Spain", task="geo"),
+        item("c", "6 times 7", [{"type": "number", "value": 42}], task="math"),
+    ])
+    t1, t2 = f"{mock.url}/v1#small", f"{mock.url}/v1#big?quality=0.9"
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    common = ["bench", "run", str(wl), "--target", t1, "--target", t2,
+              "--check", '{"type": "contains", "value": "Paris"}',
+              "--price", "1000,2000", "--price", f"{t2}=2000,4000", "--no-progress"]
+    assert await cli(*common, "--out", str(run_a), "--concurrency", "2") == 0
+    assert await cli(*common, "--out", str(run_b), "--rate", "20", "--poisson",
+                     "--no-plots") == 0
+    assert mock.requests[-1].json.get("tierline") in ({"quality": 0.9}, None)
+    assert any(r.json.get("tierline") == {"quality": 0.9} for r in mock.requests)
+    for f in ("requests.jsonl", "summary.json", "summary.md", "report.html"):
+        assert (run_a / f).is_file()
+    assert sorted(p.name for p in (run_a / "plots").iterdir()) == sorted(
+        f"{n}.png" for n in ("frontier", "latency_ecdf", "ttft_vs_prompt", "cost_breakdown"))
+    html = (run_a / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    assert "src='http" not in html and "<script" not in html and "<link" not in html
+    summary = json.loads((run_a / "summary.json").read_text())
+    assert set(summary["targets"]) == {t1, t2}
+    for t in summary["targets"].values():
+        assert all(k in t for k in KEYS)
+        assert all(k in t["ttft_ms"] and k in t["e2e_ms"] for k in PCT)
+        assert t["n"] == 3 and t["passed"] == 2  # default check on a, b; c has its own
+    assert summary["targets"][t1]["cost_usd_total"] == pytest.approx(3 * 0.02)
+    assert summary["targets"][t2]["cost_usd_total"] == pytest.approx(3 * 0.04)
+    assert summary["warnings"]  # n=3 cannot separate anything
+    lines = (run_a / "requests.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+    capsys.readouterr()
+
+    assert await cli("bench", "compare", str(run_a), str(run_b)) == 0
+    out = capsys.readouterr().out
+    assert "pass_rate" in out and "cost_per_useful_response" in out and "overlap" in out
+
+    combo = tmp_path / "combo"
+    assert await cli("bench", "report", str(run_a), str(run_b), "-o", str(combo)) == 0
+    md = (combo / "summary.md").read_text()
+    assert f"a/{t1}" in md and f"b/{t2}" in md
+
+    outc = tmp_path / "outcomes.jsonl"
+    assert await cli("bench", "export", str(run_a), "-o", str(outc)) == 0
+    rows = [json.loads(x) for x in outc.read_text().splitlines()]
+    assert len(rows) == 3 and len({r["id"] for r in rows}) == 3
+    for r in rows:
+        assert set(r) >= {"id", "source", "task", "split", "messages", "outcomes"}
+        assert r["split"] == "train" and r["messages"][0]["role"] == "user"
+        for o in r["outcomes"].values():
+            assert 0.0 <= o["score"] <= 1.0 and isinstance(o["cost_usd"], float)
+    by = {r["id"].split("/")[-1]: r for r in rows}
+    assert by["a"]["task"] == "geo" and by["a"]["outcomes"][t1]["score"] == 1.0
+    assert by["b"]["outcomes"][t2] == {"score": 0.0, "cost_usd": pytest.approx(0.04)}
+
+
+async def test_import_log(tmp_path: Path) -> None:
+    db = tmp_path / "requests.sqlite3"
+    log = RequestLog(db)
+    now = time.time()
+    msgs = [{"role": "user", "content": "hi"}]
+    log.write(LogRecord(id="r1", ts=now, status=200, requested_model="auto",
+                        prompt=json.dumps(msgs), completion_tokens=40))
+    log.write(LogRecord(id="r2", ts=now + 1.5, status=502, requested_model="local/x",
+                        prompt=json.dumps(msgs)))
+    log.write(LogRecord(id="r3", ts=now + 2, status=200))  # prompt logging was off
+    log.close()
+    out = tmp_path / "wl.jsonl"
+    assert await cli("bench", "import-log", str(db), "-o", str(out)) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["r1", "r2"]
+    assert rows[0]["request"] == {"messages": msgs, "model": "auto", "max_tokens": 40}
+    assert rows[1]["timestamp"] - rows[0]["timestamp"] == pytest.approx(1.5)
+    assert await cli("bench", "import-log", str(db), "-o", str(out), "--only-ok") == 0
+    assert len(out.read_text().splitlines()) == 1
+    from tierline.bench.workload import load_workload
+    assert [i.id for i in load_workload(out)] == ["r1"]
+
+
+async def test_bad_input_is_one_line_error(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "request": {"messages": []}}\n')
+    assert await cli("bench", "run", str(bad), "--target", "x", "--out",
+                     str(tmp_path / "o")) == 2
+    assert "no 'messages'" in capsys.readouterr().err
+    good = tmp_path / "g.jsonl"
+    good.write_text(json.dumps(item("a", "q", [{"type": "judge"}])) + "\n")
+    assert await cli("bench", "run", str(good), "--target", "http://127.0.0.1:9#m",
+                     "--out", str(tmp_path / "o")) == 2
+    assert "--judge" in capsys.readouterr().err
