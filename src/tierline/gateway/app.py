@@ -28,6 +28,8 @@ from tierline.gateway.asgi import (
 )
 from tierline.gateway.chat import handle_chat, new_request_id
 from tierline.gateway.metrics import Metrics
+from tierline.keys.admin import handle_admin
+from tierline.keys.auth import KeyAuth
 from tierline.providers.base import Provider
 from tierline.resilience.breaker import Breakers
 from tierline.resilience.executor import Executor
@@ -74,6 +76,7 @@ class Gateway:
         self.router = Router(self.catalog, config.routing, predictor=self.predictor)
         self.executor = Executor(self.providers, r, self.breakers)
         self.request_log: RequestLog | None = None
+        self.keys = KeyAuth(config, resolve=lambda n: [d.name for d in self.router.resolve(n)])
         self.started = False
         self.started_at = time.time()
 
@@ -124,6 +127,7 @@ class Gateway:
                 await p.aclose()
             except Exception:
                 log.exception("closing a provider failed")
+        await self.keys.close()
         if self.request_log is not None:
             self.request_log.close()
             self.request_log = None
@@ -160,6 +164,9 @@ class Gateway:
                 await handle_chat(self, scope, receive, send)
                 return
             return await self._method_not_allowed(send, "POST")
+        if path.startswith("/admin/"):
+            await handle_admin(self.keys, scope, receive, send)
+            return
         routes: dict[str, Callable[[], Any]] = {
             "/v1/models": self._models, "/models": self._models,
             "/healthz": self._healthz, "/metrics": self._metrics,

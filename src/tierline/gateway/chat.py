@@ -15,7 +15,7 @@ import orjson
 
 from tierline.accounting import tokens
 from tierline.accounting.log import LogRecord
-from tierline.accounting.pricing import cost_pico, usd
+from tierline.accounting.pricing import cost_pico, usd, worst_case_pico
 from tierline.catalog.model import Deployment
 from tierline.errors import TierlineError, UpstreamError
 from tierline.gateway.asgi import (
@@ -33,8 +33,10 @@ from tierline.gateway.asgi import (
     sse_event,
 )
 from tierline.gateway.validate import parse_chat_request
+from tierline.keys.auth import merge_constraints
+from tierline.keys.budget import Reservation
 from tierline.resilience.executor import Trace
-from tierline.routing.filters import Constraints, required_capabilities
+from tierline.routing.filters import Constraints, required_capabilities, window_of
 from tierline.types import ChatRequest, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ class Ctx:
     ttft: float | None = None
     trace: Trace = field(default_factory=Trace)
     answer: str | None = None
+    reservation: Reservation | None = None
 
 
 def new_request_id() -> str:
@@ -104,14 +107,26 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     ctx = Ctx(rid=new_request_id(), t0=time.monotonic())
     headers = request_headers(scope)
     try:
+        key = gw.keys.authenticate(headers)
         raw = await read_body(receive, headers, gw.config.server.max_body_bytes)
         req = parse_chat_request(raw, headers, request_id=ctx.rid,
                                  max_tokens_limit=gw.config.server.max_output_tokens_limit)
+        req.key_id = key.id if key is not None else None
         ctx.req = req
         constraints = constraints_for(gw, req)
+        gw.keys.admit(key, req.model, constraints.prompt_tokens, req.max_output_tokens)
+        merge_constraints(constraints, gw.keys.constraints(key))
         decision = gw.router.route(req.model, req.controls, constraints,
                                    req.prompt_text() if gw.needs_text else "")
         ctx.route, ctx.route_detail = decision.reason, decision.detail
+        if key is not None and key.budget_usd is not None:
+            # any deployment of the fallback chain may end up serving: hold the worst
+            worst = max(worst_case_pico(constraints.prompt_tokens,
+                                        req.max_output_tokens or d.max_output_tokens
+                                        or max(1, window_of(d) - constraints.prompt_tokens),
+                                        d.price)
+                        for d in decision.chain)
+            ctx.reservation = gw.keys.reserve(key, worst)
         if req.stream:
             await _stream(gw, ctx, req, decision.chain, send)
         else:
@@ -239,6 +254,7 @@ def finish(gw: Gateway, ctx: Ctx) -> None:
     latency = now - ctx.t0
     dep = ctx.dep
     cost = cost_pico(ctx.usage, dep.price) if dep is not None else 0
+    gw.keys.settle(ctx.reservation, cost)
     model = dep.name if dep is not None else ""
     provider = dep.provider if dep is not None else ""
     req = ctx.req

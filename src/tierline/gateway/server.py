@@ -13,7 +13,9 @@ from types import TracebackType
 import uvicorn
 
 from tierline.config import Config
+from tierline.errors import ConfigError
 from tierline.gateway.app import Gateway, create_app
+from tierline.keys.auth import open_mode_problem
 
 log = logging.getLogger("tierline.server")
 
@@ -33,7 +35,15 @@ def _uvicorn_config(app: Gateway, host: str, port: int, *, log_level: str) -> uv
 def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
     host = host or config.server.host
     port = port if port is not None else config.server.port
+    problem = open_mode_problem(config, host)
+    if problem is not None:
+        if problem.fatal:
+            raise ConfigError(str(problem))
+        log.warning("%s", problem)
     app = create_app(config)
+    if not app.keys.enabled():
+        log.warning("no API keys configured: the gateway runs open, on %s only "
+                    "(set keys.master_key and create keys to require them)", host)
     names = ", ".join(app.catalog.deployments) or "none"
     log.info("serving %d deployments: %s", len(app.catalog.deployments), names)
     uvicorn.Server(_uvicorn_config(app, host, port, log_level="info")).run()
