@@ -91,6 +91,7 @@ class _Engine:
         self.server: Any = None
         self.load_seconds: float | None = None
         self._lock = threading.Lock()
+        self.streams: set[threading.Event] = set()  # cancel flags of running streams
         self.avg_seconds = 1.0  # moving average of a call's duration, for retry_after
 
     def load(self) -> Any:
@@ -108,6 +109,8 @@ class _Engine:
         return float(max(1, math.ceil(waiting / self.parallel * self.avg_seconds)))
 
     def close(self) -> None:
+        for flag in list(self.streams):
+            flag.set()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.server = None
 
@@ -328,6 +331,7 @@ class EmbeddedProvider:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         cancelled = threading.Event()
+        eng.streams.add(cancelled)
 
         def emit(item: object) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
@@ -356,6 +360,7 @@ class EmbeddedProvider:
                 yield StreamChunk(data=self._finish(item, deployment), usage=usage)
         finally:
             cancelled.set()
+            eng.streams.discard(cancelled)
 
     async def aclose(self) -> None:
         with self._engines_lock:
