@@ -5,6 +5,8 @@ writes its request-log row, metrics and live stats.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -128,7 +130,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
                         for d in decision.chain)
             ctx.reservation = gw.keys.reserve(key, worst)
         if req.stream:
-            await _stream(gw, ctx, req, decision.chain, send)
+            await _stream(gw, ctx, req, decision.chain, send, receive)
         else:
             await _complete(gw, ctx, req, decision.chain, send)
     except ClientDisconnected:
@@ -184,7 +186,29 @@ async def _complete(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deploym
 
 
 async def _stream(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
-                  send: Send) -> None:
+                  send: Send, receive: Receive) -> None:
+    """Stream, while watching for the client going away: then the upstream call is
+    cancelled at once (no tokens generated for nobody) and the partial usage is logged."""
+    text: list[str] = []
+    pump = asyncio.ensure_future(_pump(gw, ctx, req, chain, send, text))
+    watch = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not pump.done():
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+            watch.cancel()
+            if ctx.dep is not None:
+                _settle_usage(ctx, req, None, "".join(text))
+            raise ClientDisconnected()
+        watch.cancel()
+    pump.result()
+
+
+async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
+                send: Send, text: list[str]) -> None:
     dep, first, rest, t_first = await gw.executor.open_stream(req, chain, ctx.trace)
     ctx.dep = dep
     ctx.ttft = t_first - ctx.t0
@@ -195,7 +219,6 @@ async def _stream(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deploymen
     await send({"type": "http.response.start", "status": 200,
                 "headers": SSE_HEADERS + encode_headers(h)})
     usage: Usage | None = None
-    text: list[str] = []
     chunk: StreamChunk | None = first
     try:
         while chunk is not None:
