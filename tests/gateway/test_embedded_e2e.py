@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import openai
+import asyncio
 
+import httpx
+import openai
+import pytest
+
+from tierline.config import parse_config
 from tierline.gateway.server import GatewayThread
 
 LOCAL = "local/smollm2-135m-instruct"
@@ -41,3 +46,26 @@ async def test_auto_with_open_weight_and_region_controls(gateway: GatewayThread)
         extra_body={"tierline": {"region": "local", "zdr": True}})
     assert r.headers["x-tierline-model"] == LOCAL
     await client.close()
+
+
+async def test_full_local_queue_is_a_429_with_retry_after(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp = tmp_path_factory.mktemp("queue")
+    cfg = parse_config({
+        "server": {"request_log": str(tmp / "q.sqlite3")},
+        "catalog": {"builtin": False},
+        "providers": {"local": {"wire": "embedded", "requires_key": False}},
+        "deployments": [{"name": LOCAL, "provider": "local", "model": "x.gguf",
+                         "n_ctx": 1024, "parallel": 1, "queue_size": 1}],
+    }, "queue")
+    with GatewayThread(cfg) as gw:
+        async with httpx.AsyncClient(base_url=gw.base_url, timeout=120) as c:
+            body = {"model": LOCAL, "max_tokens": 40, "temperature": 0,
+                    "messages": [{"role": "user", "content": "Tell me a story."}]}
+            rs = await asyncio.gather(*(c.post("/chat/completions", json=body)
+                                        for _ in range(5)))
+    codes = sorted(r.status_code for r in rs)
+    assert 200 in codes and 429 in codes, codes
+    busy = next(r for r in rs if r.status_code == 429)
+    assert int(busy.headers["retry-after"]) >= 1
+    assert busy.json()["error"]["code"] == "model_overloaded"

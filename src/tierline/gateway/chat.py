@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -137,8 +138,11 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         ctx.status, ctx.error = 499, "client disconnected"
     except TierlineError as e:
         ctx.status, ctx.error = e.status, e.message
-        if isinstance(e, UpstreamError) and ctx.dep is None and e.deployment:
-            ctx.dep = gw.router.catalog.deployments.get(e.deployment)
+        if isinstance(e, UpstreamError):
+            if ctx.dep is None and e.deployment:
+                ctx.dep = gw.router.catalog.deployments.get(e.deployment)
+            if e.status == 429 and e.retry_after is not None:
+                e.headers.setdefault("retry-after", str(max(1, math.ceil(e.retry_after))))
         await send_error(send, e, _base_headers(ctx))
     except Exception:  # a bug of ours: log it, answer a clean 500 without internals
         log.exception("request %s failed", ctx.rid)

@@ -22,6 +22,7 @@ from tierline.errors import (
     ContextLengthExceeded,
     NoDeploymentAvailable,
     UpstreamError,
+    UpstreamOverloaded,
     UpstreamStatusError,
 )
 from tierline.providers.base import Provider
@@ -65,8 +66,8 @@ class Executor:
     def _delay(self, attempt: int, err: UpstreamError) -> float | None:
         """Seconds to wait before retrying the same deployment, or None to fail over."""
         s = self.settings
-        if attempt >= s.retries or not err.retryable:
-            return None
+        if attempt >= s.retries or not err.retryable or isinstance(err, UpstreamOverloaded):
+            return None  # a full local queue: go elsewhere now rather than wait in line
         if err.retry_after is not None:
             return err.retry_after if err.retry_after <= s.max_retry_after else None
         return self.rng.uniform(0, min(s.backoff_max, s.backoff_base * (2 ** attempt)))
