@@ -217,12 +217,13 @@ async def test_early_close_stops_generation(provider: EmbeddedProvider, main_dep
     assert emitted < 100  # far fewer than the 300 tokens it was asked for
 
 
-async def test_custom_path_deployment_and_context_length(provider: EmbeddedProvider,
-                                                         model_path: str) -> None:
+async def test_custom_path_deployment_and_context_length(
+        provider: EmbeddedProvider, model_path: str, capfd: pytest.CaptureFixture[str]) -> None:
     d = Deployment(name="custom/smol", provider="local", model="smol", path=model_path,
                    n_ctx=256, threads=2)
     r = await provider.complete(req("Say hi.", max_tokens=4), d)
     assert r.body["model"] == "custom/smol" and r.usage.completion_tokens > 0
+    assert capfd.readouterr().err == ""  # llama.cpp's logging is silenced (load + request)
     with pytest.raises(ContextLengthExceeded):
         await provider.complete(req("word " * 400, max_tokens=4), d)
     with pytest.raises(ContextLengthExceeded):
