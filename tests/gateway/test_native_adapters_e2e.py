@@ -1,0 +1,121 @@
+"""Anthropic and Replicate behind the gateway: an OpenAI client talks to them through
+tierline (translation both ways, streaming, tool calls, cache-token pricing, errors)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+
+import openai
+import pytest
+
+from tests.mocks.anthropic_server import MockAnthropic
+from tests.mocks.replicate_server import MockReplicate
+from tierline.config import parse_config
+from tierline.gateway.server import GatewayThread
+
+
+@pytest.fixture(scope="module")
+async def natives() -> AsyncIterator[tuple[MockAnthropic, MockReplicate]]:
+    a, r = MockAnthropic(), MockReplicate()
+    await a.start()
+    await r.start()
+    yield a, r
+    await a.stop()
+    await r.stop()
+
+
+@pytest.fixture(scope="module")
+def ngw(natives: tuple[MockAnthropic, MockReplicate],
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
+    a, r = natives
+    tmp = tmp_path_factory.mktemp("native")
+    cfg = parse_config({
+        "server": {"request_log": str(tmp / "n.sqlite3")},
+        "catalog": {"builtin": False},
+        "providers": {
+            "anthropic": {"wire": "anthropic", "base_url": a.url, "api_key": "sk-ant-test"},
+            "replicate": {"wire": "replicate", "base_url": r.url + "/v1", "api_key": "r8_x"},
+        },
+        "deployments": [
+            {"name": "anthropic/claude", "provider": "anthropic", "model": "claude-x",
+             "price": {"input": 3, "cached_input": 0.3, "cache_write": 3.75, "output": 15},
+             "capabilities": ["streaming", "tools", "vision"]},
+            {"name": "replicate/llama", "provider": "replicate", "model": "meta/llama-x",
+             "price": {"input": 0.65, "output": 2.75}},
+        ],
+        "resilience": {"retries": 0},
+    }, "native")
+    with GatewayThread(cfg) as g:
+        yield g
+
+
+async def test_anthropic_via_openai_client(ngw: GatewayThread,
+                                           natives: tuple[MockAnthropic, MockReplicate]) -> None:
+    a, _ = natives
+    client = openai.AsyncOpenAI(base_url=ngw.base_url, api_key="unused")
+    a.script(text="Bonjour", input_tokens=100, cache_read_input_tokens=1000,
+             cache_creation_input_tokens=50, output_tokens=20)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="anthropic/claude", max_tokens=64,
+        messages=[{"role": "system", "content": "Be brief."},
+                  {"role": "user", "content": "Say hello in French"}])
+    c = raw.parse()
+    assert c.choices[0].message.content == "Bonjour"
+    assert c.usage is not None and c.usage.prompt_tokens == 1150
+    sent = a.requests[-1].json
+    assert sent["system"] and sent["max_tokens"] == 64 and sent["model"] == "claude-x"
+    want = (Decimal(100) * 3 + Decimal(1000) * Decimal("0.3") + Decimal(50) * Decimal("3.75")
+            + Decimal(20) * 15) / 1_000_000
+    assert Decimal(raw.headers["x-tierline-cost-usd"]) == want
+
+    a.script(tool_calls=[("get_weather", {"city": "Paris"})])
+    stream = await client.chat.completions.create(
+        model="anthropic/claude", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}}}}])
+    args, name, usage, finish = "", None, None, None
+    async for ch in stream:
+        if ch.usage:
+            usage = ch.usage
+        for choice in ch.choices:
+            finish = choice.finish_reason or finish
+            for tc in choice.delta.tool_calls or []:
+                name = tc.function.name if tc.function and tc.function.name else name
+                args += (tc.function.arguments or "") if tc.function else ""
+    assert name == "get_weather" and json.loads(args) == {"city": "Paris"}
+    assert finish == "tool_calls" and usage is not None
+    await client.close()
+
+
+async def test_anthropic_overloaded_is_retryable_502_then_error_shape(
+        ngw: GatewayThread, natives: tuple[MockAnthropic, MockReplicate]) -> None:
+    a, _ = natives
+    a.script(status=529, error_type="overloaded_error", error_message="Overloaded")
+    client = openai.AsyncOpenAI(base_url=ngw.base_url, api_key="unused", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as e:
+        await client.chat.completions.create(
+            model="anthropic/claude", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 502
+    assert "sk-ant-test" not in str(e.value.body)
+    await client.close()
+
+
+async def test_replicate_via_openai_client(ngw: GatewayThread,
+                                           natives: tuple[MockAnthropic, MockReplicate]) -> None:
+    _, r = natives
+    client = openai.AsyncOpenAI(base_url=ngw.base_url, api_key="unused")
+    r.script(output=["Hel", "lo ", "world"],
+             metrics={"input_token_count": 12, "output_token_count": 3})
+    c = await client.chat.completions.create(
+        model="replicate/llama", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    assert c.choices[0].message.content == "Hello world"
+    assert c.usage is not None and c.usage.completion_tokens == 3
+    r.script(output=["a", "b", "c"], metrics={"input_token_count": 5, "output_token_count": 3})
+    stream = await client.chat.completions.create(
+        model="replicate/llama", stream=True, messages=[{"role": "user", "content": "hi"}])
+    text = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
+    assert text == "abc"
+    await client.close()
