@@ -203,7 +203,7 @@ async def test_early_close_stops_generation(provider: EmbeddedProvider, main_dep
         real(self, eng, body, counted, cancelled)
 
     monkeypatch.setattr(EmbeddedProvider, "_run_stream", counting)
-    gen = provider.stream(req("Write a very long essay about the ocean.", True,
+    gen = provider.stream(req("Write a very long essay about the ocean.", True, ignore_eos=True,
                               max_tokens=300), main_dep)
     for _ in range(2):
         await gen.__anext__()
@@ -215,6 +215,46 @@ async def test_early_close_stops_generation(provider: EmbeddedProvider, main_dep
         await asyncio.sleep(0.01)
     assert eng.admission.active == 0
     assert emitted < 100  # far fewer than the 300 tokens it was asked for
+
+
+class _CountingServer:
+    """Wraps a loaded server, counting the chunks llama.cpp produces."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.chunks = 0
+
+    def handle_chat_completions(self, body: Any, cb: Callable[[Any], bool]) -> Any:
+        def counted(chunk: Any) -> bool:
+            self.chunks += 1
+            return cb(chunk)
+        return self.server.handle_chat_completions(body, counted)
+
+
+async def test_cancelled_complete_stops_generation(provider: EmbeddedProvider,
+                                                   main_dep: Deployment,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    eng = provider._engine(main_dep)
+    counting = _CountingServer(eng.load())
+    monkeypatch.setattr(EmbeddedProvider, "_load", staticmethod(lambda _eng: counting))
+    task = asyncio.create_task(provider.complete(
+        req("Write a very long essay about mountains.", max_tokens=300, ignore_eos=True), main_dep))
+    for _ in range(1000):  # until tokens flow
+        if counting.chunks >= 2:
+            break
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(1000):  # the worker notices at the next token and frees its slot
+        if eng.admission.active == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert eng.admission.active == 0
+    assert counting.chunks < 100  # far fewer than the 300 tokens it was asked for
+    monkeypatch.undo()
+    r = await provider.complete(req("Say hi.", max_tokens=3), main_dep)  # still healthy
+    assert r.usage.completion_tokens <= 3
 
 
 async def test_custom_path_deployment_and_context_length(

@@ -91,7 +91,7 @@ class _Engine:
         self.server: Any = None
         self.load_seconds: float | None = None
         self._lock = threading.Lock()
-        self.streams: set[threading.Event] = set()  # cancel flags of running streams
+        self.cancels: set[threading.Event] = set()  # cancel flags of running calls
         self.avg_seconds = 1.0  # moving average of a call's duration, for retry_after
 
     def load(self) -> Any:
@@ -109,7 +109,7 @@ class _Engine:
         return float(max(1, math.ceil(waiting / self.parallel * self.avg_seconds)))
 
     def close(self) -> None:
-        for flag in list(self.streams):
+        for flag in list(self.cancels):
             flag.set()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.server = None
@@ -234,17 +234,29 @@ class EmbeddedProvider:
                                           f"{type(e).__name__}: {str(e)[:200]}",
                                           deployment=name) from e
 
-    def _run_complete(self, eng: _Engine, body: JSON, n: int) -> JSON:
-        """Worker thread: one or `n` completions (llama.cpp's own `n` under-counts usage)."""
+    def _run_complete(self, eng: _Engine, body: JSON, n: int,
+                      cancelled: threading.Event) -> JSON:
+        """Worker thread: `n` completions, each run as a stream so `cancelled` stops it.
+
+        llama.cpp's own `n` under-counts usage, so choices are generated one by one.
+        """
+        from tierline.models.assemble import assemble
+
         name = eng.deployment.name
         server = self._load(eng)
         results: list[JSON] = []
         for i in range(n):
-            b = dict(body)
+            b = {**body, "stream": True, "stream_options": {"include_usage": True}}
             if i and isinstance(b.get("seed"), int):
                 b["seed"] = b["seed"] + i
+            chunks: list[JSON] = []
+
+            def cb(chunk: Any, chunks: list[JSON] = chunks) -> bool:
+                chunks.append(chunk)
+                return cancelled.is_set()  # True makes llama.cpp stop generating
+
             try:
-                r = server.handle_chat_completions(b)
+                server.handle_chat_completions(b, cb)
             except ValueError as e:
                 raise UpstreamStatusError(f"embedded model {name!r} rejected the request: "
                                           f"{str(e)[:200]}", upstream_status=400,
@@ -252,18 +264,20 @@ class EmbeddedProvider:
             except Exception as e:
                 raise UpstreamBadResponse(f"embedded model {name!r} failed: "
                                           f"{type(e).__name__}", deployment=name) from e
-            if not isinstance(r, dict) or "error" in r or not isinstance(r.get("choices"), list):
-                raise _map_error(r.get("error") if isinstance(r, dict) else r, name)
-            results.append(r)
+            for c in chunks:
+                if not isinstance(c, dict) or "error" in c:
+                    raise _map_error(c.get("error") if isinstance(c, dict) else c, name)
+            if cancelled.is_set():
+                raise UpstreamBadResponse(f"embedded call to {name!r} was cancelled",
+                                          deployment=name)
+            results.append(assemble(chunks))
         out = results[0]
         if n > 1:
-            choices: list[JSON] = []
             completion = 0
             for i, r in enumerate(results):
-                for c in r["choices"]:
-                    choices.append({**c, "index": i})
+                r["choices"][0]["index"] = i
                 completion += int((r.get("usage") or {}).get("completion_tokens") or 0)
-            out["choices"] = choices
+            out["choices"] = [r["choices"][0] for r in results]
             usage = dict(out.get("usage") or {})
             usage["completion_tokens"] = completion
             usage["total_tokens"] = int(usage.get("prompt_tokens") or 0) + completion
@@ -275,16 +289,28 @@ class EmbeddedProvider:
         body = self._body(request, deployment, stream=False)
         await self._admit(eng)
         loop = asyncio.get_running_loop()
+        cancelled = threading.Event()
         t0 = time.perf_counter()
-        fut = loop.run_in_executor(eng.executor, self._run_complete, eng, body,
-                                   self._n(request))
-        fut.add_done_callback(lambda _f: self._done(eng, t0))
-        result = await asyncio.shield(fut)
+        try:
+            fut = loop.run_in_executor(eng.executor, self._run_complete, eng, body,
+                                       self._n(request), cancelled)
+        except BaseException:
+            eng.admission.release()
+            raise
+        eng.cancels.add(cancelled)
+        fut.add_done_callback(lambda f: self._done(eng, t0, f))
+        try:
+            result = await asyncio.shield(fut)
+        finally:
+            cancelled.set()  # when this task was cancelled: stop generating
+            eng.cancels.discard(cancelled)
         result = self._finish(result, deployment)
         usage = Usage.from_openai(result.get("usage")) or Usage(estimated=True)
         return ChatResponse(body=result, usage=usage)
 
-    def _done(self, eng: _Engine, t0: float) -> None:
+    def _done(self, eng: _Engine, t0: float, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled():
+            fut.exception()  # retrieved here: a cancelled caller may never await it
         eng.record(time.perf_counter() - t0)
         eng.admission.release()
 
@@ -331,7 +357,7 @@ class EmbeddedProvider:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         cancelled = threading.Event()
-        eng.streams.add(cancelled)
+        eng.cancels.add(cancelled)
 
         def emit(item: object) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
@@ -343,7 +369,7 @@ class EmbeddedProvider:
         except BaseException:
             eng.admission.release()
             raise
-        fut.add_done_callback(lambda _f: self._done(eng, t0))
+        fut.add_done_callback(lambda f: self._done(eng, t0, f))
         try:
             while True:
                 item = await queue.get()
@@ -360,7 +386,7 @@ class EmbeddedProvider:
                 yield StreamChunk(data=self._finish(item, deployment), usage=usage)
         finally:
             cancelled.set()
-            eng.streams.discard(cancelled)
+            eng.cancels.discard(cancelled)
 
     async def aclose(self) -> None:
         with self._engines_lock:
