@@ -74,6 +74,7 @@ class ResilienceSettings(_Strict):
     breaker_failures: int = Field(5, ge=1)  # failures within the window open the circuit
     breaker_window: float = Field(30.0, gt=0)
     breaker_cooldown: float = Field(30.0, gt=0)  # then one half-open probe
+    hedge_after: float | None = Field(None, gt=0)  # race the next deployment after this (s)
 
 
 class KeysSettings(_Strict):

@@ -182,8 +182,8 @@ async def _complete(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deploym
     if gw.config.server.log_prompts:
         ctx.answer = answer
     h = _base_headers(ctx)
-    h["x-tierline-cost-usd"] = usd(cost_pico(ctx.usage, dep.price))
-    if ctx.usage.estimated:
+    h["x-tierline-cost-usd"] = usd(cost_pico(ctx.usage, dep.price) + ctx.trace.extra_pico)
+    if ctx.usage.estimated or ctx.trace.extra_estimated:
         h["x-tierline-cost-estimated"] = "true"
         resp.body["usage"] = ctx.usage.to_openai()
     await send_json(send, 200, resp.body, h)
@@ -256,7 +256,7 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
     tail = b""
     if req.include_usage:
         u = ctx.usage.to_openai()
-        u["cost_usd"] = usd(cost_pico(ctx.usage, dep.price))
+        u["cost_usd"] = usd(cost_pico(ctx.usage, dep.price) + ctx.trace.extra_pico)
         if ctx.usage.estimated:
             u["estimated"] = True
         final: dict[str, Any] = {"id": first.data.get("id"), "object": "chat.completion.chunk",
@@ -280,7 +280,7 @@ def finish(gw: Gateway, ctx: Ctx) -> None:
     now = time.monotonic()
     latency = now - ctx.t0
     dep = ctx.dep
-    cost = cost_pico(ctx.usage, dep.price) if dep is not None else 0
+    cost = (cost_pico(ctx.usage, dep.price) if dep is not None else 0) + ctx.trace.extra_pico
     gw.keys.settle(ctx.reservation, cost)
     model = dep.name if dep is not None else ""
     provider = dep.provider if dep is not None else ""
@@ -324,7 +324,7 @@ def finish(gw: Gateway, ctx: Ctx) -> None:
         prompt_tokens=ctx.usage.prompt_tokens, completion_tokens=ctx.usage.completion_tokens,
         cached_tokens=ctx.usage.cached_tokens, cache_write_tokens=ctx.usage.cache_write_tokens,
         reasoning_tokens=ctx.usage.reasoning_tokens, cost_pico=cost,
-        estimated=ctx.usage.estimated, error=ctx.error,
+        estimated=ctx.usage.estimated or ctx.trace.extra_estimated, error=ctx.error,
         latency_ms=round(latency * 1000, 3),
         ttft_ms=round(ctx.ttft * 1000, 3) if ctx.ttft is not None else None,
         attempts=max(1, len(ctx.trace.attempts)),

@@ -14,7 +14,10 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from tierline.accounting import tokens
+from tierline.accounting.pricing import cost_pico
 from tierline.catalog.model import Deployment
 from tierline.config import ResilienceSettings
 from tierline.errors import (
@@ -28,7 +31,9 @@ from tierline.errors import (
 from tierline.providers.base import Provider
 from tierline.resilience.breaker import Breakers
 from tierline.routing.filters import window_of
-from tierline.types import ChatRequest, ChatResponse, StreamChunk
+from tierline.types import ChatRequest, ChatResponse, StreamChunk, Usage
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -44,6 +49,9 @@ class Trace:
     """Everything tried for one client request (goes to the request log)."""
 
     attempts: list[Attempt] = field(default_factory=list)
+    # spend on attempts that did not produce the answer (a hedge that lost the race)
+    extra_pico: int = 0
+    extra_estimated: bool = False
 
     def failed(self, dep: Deployment, err: UpstreamError) -> None:
         self.attempts.append(Attempt(dep.name, err.message[:300], type(err).__name__,
@@ -86,8 +94,73 @@ class Executor:
     def _skip(self, err: UpstreamError, dep: Deployment, d: Deployment) -> bool:
         return isinstance(err, ContextLengthExceeded) and window_of(d) <= window_of(dep)
 
+    # -- hedging ----------------------------------------------------------------------------
     async def complete(self, req: ChatRequest, chain: list[Deployment], trace: Trace
                        ) -> tuple[Deployment, ChatResponse]:
+        """The chain, hedged: if the first deployment has not answered after
+        `hedge_after` seconds, the rest of the chain races it; the first answer wins, the
+        other call is cancelled and its cost (reported, or estimated from the prompt) is
+        added to the request's spend."""
+        async def lose(result: tuple[Deployment, ChatResponse]) -> None:
+            dep, resp = result
+            trace.extra_pico += cost_pico(resp.usage, dep.price)
+        return await self._hedged(req, chain, trace, self._complete, lose)
+
+    async def open_stream(self, req: ChatRequest, chain: list[Deployment], trace: Trace
+                          ) -> tuple[Deployment, StreamChunk, AsyncIterator[StreamChunk], float]:
+        """Like `complete`, the race being for the first chunk."""
+        async def lose(result: tuple[Deployment, StreamChunk, AsyncIterator[StreamChunk],
+                                     float]) -> None:
+            dep = result[0]
+            await _aclose(result[2])
+            trace.extra_pico += _prompt_estimate(req, dep)
+            trace.extra_estimated = True
+        return await self._hedged(req, chain, trace, self._open_stream, lose)
+
+    async def _hedged(self, req: ChatRequest, chain: list[Deployment], trace: Trace,
+                      run: Callable[[ChatRequest, list[Deployment], Trace], Awaitable[T]],
+                      lose: Callable[[T], Awaitable[None]]) -> T:
+        after = self.settings.hedge_after
+        if after is None or len(chain) < 2:
+            return await run(req, chain, trace)
+        first = asyncio.ensure_future(run(req, chain[:1], trace))
+        early, _ = await asyncio.wait({first}, timeout=after)
+        if early:
+            err = first.exception()
+            if err is None:
+                return first.result()
+            if not isinstance(err, UpstreamError) or not self._next_ok(err, chain[0],
+                                                                        chain[1:]):
+                raise err
+            return await run(req, chain[1:], trace)
+        second = asyncio.ensure_future(run(req, chain[1:], trace))
+        racers: dict[asyncio.Future[T], Deployment] = {first: chain[0], second: chain[1]}
+        pending: set[asyncio.Future[T]] = {first, second}
+        errors: list[BaseException] = []
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                winners = [t for t in done if t.exception() is None]
+                errors.extend(e for t in done if (e := t.exception()) is not None)
+                if winners:
+                    for extra in winners[1:]:
+                        await lose(extra.result())
+                    for t in pending:
+                        t.cancel()
+                        trace.attempts.append(Attempt(racers[t].name, "hedge: lost the race, "
+                                                      "cancelled", "HedgeCancelled"))
+                        trace.extra_pico += _prompt_estimate(req, racers[t])
+                        trace.extra_estimated = True
+                    return winners[0].result()
+        except BaseException:
+            for t in pending:
+                t.cancel()
+            raise
+        raise errors[-1]
+
+    async def _complete(self, req: ChatRequest, chain: list[Deployment], trace: Trace
+                        ) -> tuple[Deployment, ChatResponse]:
         last: UpstreamError | None = None
         skip_upto: Deployment | None = None
         for i, dep in enumerate(chain):
@@ -116,8 +189,9 @@ class Executor:
                 return dep, resp
         raise self._exhausted(chain, last)
 
-    async def open_stream(self, req: ChatRequest, chain: list[Deployment], trace: Trace
-                          ) -> tuple[Deployment, StreamChunk, AsyncIterator[StreamChunk], float]:
+    async def _open_stream(self, req: ChatRequest, chain: list[Deployment], trace: Trace
+                           ) -> tuple[Deployment, StreamChunk, AsyncIterator[StreamChunk],
+                                      float]:
         """Returns (deployment, first chunk, the rest, monotonic time of the first chunk)."""
         last: UpstreamError | None = None
         skip_upto: Deployment | None = None
@@ -166,6 +240,11 @@ class Executor:
         err = NoDeploymentAvailable(
             f"all {len(chain)} deployments failed; last: {last.message}")
         return err
+
+
+def _prompt_estimate(req: ChatRequest, dep: Deployment) -> int:
+    """What a cancelled call probably cost: its prompt, counted locally."""
+    return cost_pico(Usage(prompt_tokens=tokens.count_messages(req.messages)), dep.price)
 
 
 async def _aclose(it: AsyncIterator[StreamChunk]) -> None:
