@@ -14,6 +14,8 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, default=None, help="port (default 8080)")
     p.add_argument("--config", default=None,
                    help="YAML config file (default $TIERLINE_CONFIG, else built-in defaults)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes sharing the port (default: server.workers, 1)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -21,5 +23,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tierline.gateway.server import serve
 
     config = load_config(args.config)
-    serve(config, host=args.host, port=args.port)
+    if args.workers is not None:
+        config.server.workers = args.workers
+    serve(config, host=args.host, port=args.port, config_path=args.config)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import threading
 import time
@@ -20,7 +21,8 @@ from tierline.keys.auth import open_mode_problem
 log = logging.getLogger("tierline.server")
 
 
-def _uvicorn_config(app: Gateway, host: str, port: int, *, log_level: str) -> uvicorn.Config:
+def _uvicorn_config(app: Gateway | str, host: str, port: int, *, log_level: str,
+                    workers: int = 1) -> uvicorn.Config:
     try:
         import uvloop  # noqa: F401
         loop = "uvloop"
@@ -28,11 +30,24 @@ def _uvicorn_config(app: Gateway, host: str, port: int, *, log_level: str) -> uv
         loop = "asyncio"
     return uvicorn.Config(app, host=host, port=port, loop=loop, http="httptools",
                           lifespan="on", log_level=log_level, access_log=False,
-                          server_header=False, date_header=False, timeout_keep_alive=75,
-                          backlog=4096)
+                          server_header=False, date_header=False, proxy_headers=False,
+                          timeout_keep_alive=75, backlog=4096, workers=workers,
+                          factory=isinstance(app, str))
 
 
-def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
+WORKER_CONFIG_ENV = "TIERLINE_WORKER_CONFIG"
+
+
+def worker_app() -> Gateway:
+    """The app of one worker process (`server.workers` > 1): the config comes from the
+    file the parent loaded, through the environment."""
+    from tierline.config import load_config
+
+    return create_app(load_config(os.environ.get(WORKER_CONFIG_ENV) or None))
+
+
+def serve(config: Config, *, host: str | None = None, port: int | None = None,
+          config_path: str | None = None) -> None:
     host = host or config.server.host
     port = port if port is not None else config.server.port
     problem = open_mode_problem(config, host)
@@ -46,6 +61,20 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
                     "(set keys.master_key and create keys to require them)", host)
     names = ", ".join(app.catalog.deployments) or "none"
     log.info("serving %d deployments: %s", len(app.catalog.deployments), names)
+    workers = config.server.workers
+    if workers > 1:
+        # N processes share the port; each runs its own app (budgets, limits and circuit
+        # breakers are per process; the request log is one SQLite file in WAL mode)
+        os.environ[WORKER_CONFIG_ENV] = config_path or ""
+        log.info("starting %d worker processes", workers)
+        cfg = _uvicorn_config("tierline.gateway.server:worker_app", host, port,
+                              log_level="info", workers=workers)
+        uvicorn.run("tierline.gateway.server:worker_app", factory=True, workers=workers,
+                    host=host, port=port, loop=cfg.loop, http="httptools", lifespan="on",
+                    log_level="info", access_log=False, server_header=False,
+                    date_header=False, proxy_headers=False, timeout_keep_alive=75,
+                    backlog=4096)
+        return
     uvicorn.Server(_uvicorn_config(app, host, port, log_level="info")).run()
 
 
