@@ -36,7 +36,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     ex = load_outcomes(args.data, split=args.split, skip_overlap=args.skip_overlap)
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr))
-    router = train_router(ex, config=FeatureConfig(bits=args.bits), C=args.C, log=log)
+    router = train_router(
+        ex,
+        config=FeatureConfig(bits=args.bits),
+        C=args.C,
+        shared_scale=args.shared_scale,
+        log=log,
+    )
     router.save(args.output)
     print(f"wrote {args.output} ({len(ex)} prompts, profiles: {', '.join(router.profiles)})")
     return 0
@@ -155,7 +161,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     t.add_argument("--split", default="train", choices=["train", "test", "all"])
     t.add_argument("--skip-overlap", action="store_true", help="drop train_test_overlap lines")
     t.add_argument("--bits", type=int, default=17, help="hash dimension = 2**bits")
-    t.add_argument("--C", type=float, default=1.0, help="inverse L2 strength")
+    t.add_argument("--C", type=float, default=None, help="inverse L2 strength (default: validated)")
+    t.add_argument(
+        "--shared-scale",
+        type=float,
+        default=None,
+        help="weight of the shared multi-task block, 0 = independent regressions "
+        "(default: picked per model group on a validation split of the train data)",
+    )
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_guarded(_cmd_train))
 

@@ -6,15 +6,17 @@ trained router runs on numpy alone.
 Procedure (deterministic: lbfgs, no sampling):
 
 1. hashed n-gram features (:mod:`.features`), IDF fitted on the training prompts;
-2. for every model with outcomes, an L2 logistic regression (``C``) on those features with
-   soft labels (a prompt with score ``s`` counts as a positive with weight ``s`` and a negative
-   with weight ``1 - s``), over the prompts that model answered;
+2. models answering the same prompts form a group; per group one multi-task L2 logistic
+   regression (``C``; shared + per-model weights, see :func:`_fit_group`) with soft labels (a
+   prompt with score ``s`` counts as a positive with weight ``s`` and a negative with weight
+   ``1 - s``);
 3. the stacked coefficient vectors form the frozen encoder ``E``; the base models' heads are
    the identity (see :mod:`.model`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,66 +51,192 @@ def build_matrix(feat: Featurizer, texts: Sequence[str]) -> Any:
     )
 
 
-def _fit_soft_lr(X: Any, y: np.ndarray, C: float) -> tuple[np.ndarray, float]:
+def _groups(examples: Sequence[Example], models: list[str]) -> list[list[str]]:
+    """Connected components of models that answered the same prompts (sorted)."""
+    parent = {m: m for m in models}
+
+    def find(m: str) -> str:
+        while parent[m] != m:
+            parent[m] = parent[parent[m]]
+            m = parent[m]
+        return m
+
+    for e in examples:
+        ms = [m for m in e.outcomes if m in parent]
+        for m in ms[1:]:
+            parent[find(m)] = find(ms[0])
+    comps: dict[str, list[str]] = {}
+    for m in models:
+        comps.setdefault(find(m), []).append(m)
+    return sorted(comps.values())
+
+
+def _fit_group(
+    X: Any,
+    examples: Sequence[Example],
+    group: list[str],
+    C: float,
+    shared_scale: float,
+) -> dict[str, tuple[np.ndarray, float]]:
+    """Multi-task logistic regression for the models of one group.
+
+    Each (prompt, model) outcome is one row ``[s * phi(x), phi(x) in model m's block,
+    one-hot(m)]`` ("frustratingly easy" feature augmentation): a weight vector shared by the
+    group plus one per model, so that the per-model differences are regularised towards the
+    shared part.  ``shared_scale = 0`` gives independent per-model regressions.  Fractional
+    scores become two weighted rows (positive weight ``s``, negative ``1 - s``).
+    """
     import scipy.sparse as sp  # type: ignore[import-untyped, unused-ignore]
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped, unused-ignore]
 
-    y = np.clip(y, 0.0, 1.0)
-    clf = LogisticRegression(C=C, max_iter=200, tol=1e-4)
-    frac = (y > 0) & (y < 1)
-    if not frac.any():
-        if 0 < y.sum() < len(y):
-            clf.fit(X, y.astype(int))
-        else:  # a single class: constant predictor
-            p = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
-            return np.zeros(X.shape[1], np.float32), float(np.log(p / (1 - p)))
-    else:
-        # fractional scores: duplicated rows, positive with weight s, negative with 1 - s
-        hard = ~frac
-        fr = np.nonzero(frac)[0]
-        X2 = sp.vstack([X[np.nonzero(hard)[0]], X[fr], X[fr]]).tocsr()
-        y2 = np.concatenate([y[hard].astype(int), np.ones(len(fr), int), np.zeros(len(fr), int)])
-        w2 = np.concatenate([np.ones(int(hard.sum())), y[fr], 1.0 - y[fr]])
-        clf.fit(X2, y2, sample_weight=w2)
-    return clf.coef_[0].astype(np.float32), float(clf.intercept_[0])
+    D = X.shape[1]
+    k = len(group)
+    nblocks = k + (1 if shared_scale > 0 else 0)
+    parts = []
+    labels: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    for j, m in enumerate(group):
+        rows = np.array([i for i, e in enumerate(examples) if m in e.outcomes], dtype=np.int64)
+        if len(rows) == 0:
+            continue
+        y = np.clip(np.array([examples[i].outcomes[m].score for i in rows]), 0.0, 1.0)
+        frac = (y > 0) & (y < 1)
+        rr = np.concatenate([rows, rows[frac]])
+        yy = np.concatenate([(y >= 0.5).astype(int), np.zeros(int(frac.sum()), int)])
+        ww = np.concatenate([np.where(frac, y, 1.0), 1.0 - y[frac]])
+        yy[: len(rows)][frac] = 1
+        Xr = X[rr]
+        blocks = []
+        if shared_scale > 0:
+            blocks.append(Xr * shared_scale)
+        off = D * (j + (1 if shared_scale > 0 else 0))
+        spec = sp.csr_matrix((Xr.data, Xr.indices + off, Xr.indptr), shape=(len(rr), D * nblocks))
+        if blocks:
+            sh = blocks[0].tocsr()
+            spec = spec + sp.csr_matrix((sh.data, sh.indices, sh.indptr), shape=spec.shape)
+        onehot = sp.csr_matrix(
+            (np.ones(len(rr)), (np.arange(len(rr)), np.full(len(rr), j))), shape=(len(rr), k)
+        )
+        parts.append(sp.hstack([spec, onehot]).tocsr())
+        labels.append(yy)
+        weights.append(ww)
+    A = sp.vstack(parts).tocsr()
+    y_all = np.concatenate(labels)
+    w_all = np.concatenate(weights)
+    out: dict[str, tuple[np.ndarray, float]] = {}
+    if y_all.min() == y_all.max():  # one class only: constant predictors
+        p = float(np.clip(y_all.mean(), 1e-3, 1 - 1e-3))
+        return {m: (np.zeros(D, np.float32), float(np.log(p / (1 - p)))) for m in group}
+    clf = LogisticRegression(C=C, max_iter=300, tol=1e-4)
+    clf.fit(A, y_all, sample_weight=w_all)
+    coef = clf.coef_[0]
+    b = float(clf.intercept_[0])
+    shared = coef[:D] * shared_scale if shared_scale > 0 else np.zeros(D)
+    for j, m in enumerate(group):
+        off = D * (j + (1 if shared_scale > 0 else 0))
+        w = shared + coef[off : off + D]
+        out[m] = (w.astype(np.float32), b + float(coef[D * nblocks + j]))
+    return out
+
+
+#: candidate (C, shared_scale) per model group, picked on a validation split of the train data
+CANDIDATES: tuple[tuple[float, float], ...] = ((1.0, 0.0), (0.5, 2.0))
+
+
+def _is_val(text: str) -> bool:
+    """Deterministic 20% validation carve-out of the training prompts (by text hash)."""
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % 5 == 1
+
+
+def _pairwise_apgr(
+    examples: Sequence[Example], X: Any, fitted: dict[str, tuple[np.ndarray, float]]
+) -> float:
+    """Mean RouteLLM APGR over every model pair of the group (gain score P_a - P_b)."""
+    from .metrics import apgr, routellm_curve
+
+    names = sorted(fitted)
+    vals = []
+    for a_i, a in enumerate(names):
+        for b in names[a_i + 1 :]:
+            rows = [i for i, e in enumerate(examples) if a in e.outcomes and b in e.outcomes]
+            if len(rows) < 20:
+                continue
+            qa = np.array([examples[i].outcomes[a].score for i in rows])
+            qb = np.array([examples[i].outcomes[b].score for i in rows])
+            if qa.mean() < qb.mean():
+                a2, b2, qa, qb = b, a, qb, qa
+            else:
+                a2, b2 = a, b
+            if abs(qa.mean() - qb.mean()) < 0.02:
+                continue
+            Xr = X[rows]
+            la = Xr @ fitted[a2][0] + fitted[a2][1]
+            lb = Xr @ fitted[b2][0] + fitted[b2][1]
+            score = 1 / (1 + np.exp(-la)) - 1 / (1 + np.exp(-lb))
+            _, sh, q = routellm_curve(score, qa, qb)
+            vals.append(apgr(sh, q, float(qa.mean()), float(qb.mean())))
+    return float(np.mean(vals)) if vals else float("nan")
 
 
 def train_router(
     examples: Sequence[Example],
     *,
     config: FeatureConfig | None = None,
-    C: float = 1.0,
+    C: float | None = None,
+    shared_scale: float | None = None,
     min_examples: int = 20,
     log: Any = None,
 ) -> LearnedRouter:
-    """Train a router on ``examples`` (already filtered by split / flags)."""
+    """Train a router on ``examples`` (already filtered by split / flags).
+
+    With ``C`` and ``shared_scale`` both ``None`` each model group picks its
+    ``(C, shared_scale)`` from :data:`CANDIDATES` by the mean pairwise APGR on a validation
+    split carved from ``examples`` (see :func:`_is_val`), then is refitted on all of them.
+    """
     if not examples:
         raise ValueError("no training examples")
     feat = Featurizer(config or FeatureConfig())
     texts = [e.text for e in examples]
     feat.fit_idf(texts)
     X = build_matrix(feat, texts)
-    models = sorted({m for e in examples for m in e.outcomes})
-    cols: list[np.ndarray] = []
-    biases: list[float] = []
-    kept: list[str] = []
-    for m in models:
-        rows = np.array([i for i, e in enumerate(examples) if m in e.outcomes])
-        if len(rows) < min_examples:
-            continue
-        y = np.array([examples[i].outcomes[m].score for i in rows])
-        w, b = _fit_soft_lr(X[rows], y, C)
-        cols.append(w)
-        biases.append(b)
-        kept.append(m)
-        if log is not None:
-            log(f"trained {m}: n={len(rows)} mean={y.mean():.3f}")
+    counts: dict[str, int] = {}
+    for e in examples:
+        for m in e.outcomes:
+            counts[m] = counts.get(m, 0) + 1
+    kept = sorted(m for m, c in counts.items() if c >= min_examples)
     if not kept:
         raise ValueError(f"no model has >= {min_examples} training outcomes")
-    enc = np.stack(cols, axis=1)
+    fitted: dict[str, tuple[np.ndarray, float]] = {}
+    chosen: dict[str, list[float]] = {}
+    for group in _groups(examples, kept):
+        cands = list(CANDIDATES) if C is None and shared_scale is None else []
+        best = (C if C is not None else 0.5, shared_scale if shared_scale is not None else 2.0)
+        if len(group) > 1 and len(cands) > 1:
+            val = np.array([_is_val(t) for t in texts])
+            tr_idx = np.nonzero(~val)[0]
+            va_idx = np.nonzero(val)[0]
+            tr_ex = [examples[int(i)] for i in tr_idx]
+            va_ex = [examples[int(i)] for i in va_idx]
+            scores = []
+            for c, s in cands:
+                f = _fit_group(X[tr_idx], tr_ex, group, c, s)
+                scores.append(_pairwise_apgr(va_ex, X[va_idx], f))
+                if log is not None:
+                    log(f"  validation C={c} shared_scale={s}: pairwise APGR {scores[-1]:.4f}")
+            best = cands[int(np.nanargmax(scores))]
+        fitted.update(_fit_group(X, examples, group, best[0], best[1]))
+        for m in group:
+            chosen[m] = [best[0], best[1]]
+        if log is not None:
+            log(
+                f"trained C={best[0]} shared_scale={best[1]}: "
+                + ", ".join(f"{m} (n={counts[m]})" for m in group)
+            )
+    enc = np.stack([fitted[m][0] for m in kept], axis=1)
+    bias = np.array([fitted[m][1] for m in kept], np.float32)
     meta: dict[str, object] = {
-        "C": C,
+        "C_shared_scale": chosen,
         "n_train": len(examples),
         "sources": sorted({e.source for e in examples}),
     }
-    return LearnedRouter(feat, enc, np.array(biases, np.float32), kept, meta=meta)
+    return LearnedRouter(feat, enc, bias, kept, meta=meta)
