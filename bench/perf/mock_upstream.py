@@ -12,6 +12,8 @@ small requests per second, so it is never the bottleneck of a gateway benchmark.
   the upstream model id `mock-<N>` (e.g. `mock-50` waits 50 ms): gateways rewrite the model to
   the upstream id, so one mock serves several latencies to every gateway under test.
 - `--chunk-interval-ms` spaces the stream chunks (default 0: all written at once).
+- Chaos (soak): a model id containing `err<NNN>` (e.g. `mock-err503`) answers HTTP NNN with an
+  OpenAI error body; `mock-cut` streams 5 chunks then drops the connection.
 - GET anything else: 200 `{"status":"ok"}` (health).
 """
 
@@ -28,6 +30,7 @@ import httptools
 import orjson
 
 _LAT_RE = re.compile(r"-(\d+)(?:ms)?$")
+_ERR_RE = re.compile(r"err(\d{3})")
 PROMPT_TOKENS = 12
 
 
@@ -149,7 +152,16 @@ class MockProtocol(asyncio.Protocol):
             except (orjson.JSONDecodeError, AttributeError):
                 self.transport.write(BAD)
                 continue
+            err = self.srv.error_for(model)
+            if err is not None:
+                self.transport.write(err)
+                continue
             stream = bool(req.get("stream"))
+            if stream and "cut" in model:
+                _plain, events, _u, _d = self.srv.responses.get(model)
+                self.transport.writelines(events[:5])
+                self.transport.close()
+                return
             opts = req.get("stream_options")
             usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
             delay = self.srv.latency_for(model)
@@ -191,6 +203,15 @@ class MockServer:
         self.interval = interval_ms / 1000.0
         self.responses = Responses(chunks)
         self._lat: dict[str, float] = {}
+
+    def error_for(self, model: str) -> bytes | None:
+        m = _ERR_RE.search(model)
+        if not m:
+            return None
+        body = orjson.dumps({"error": {"message": f"mock error {m.group(1)}",
+                                       "type": "server_error", "code": None}})
+        return (b"HTTP/1.1 %s Mock\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (m.group(1).encode(), len(body), body))
 
     def latency_for(self, model: str) -> float:
         got = self._lat.get(model)

@@ -272,12 +272,13 @@ def main() -> int:
                                "startup_s": {}, "rss_mb": {}, "chunks": CHUNKS}
     try:
         for t in ts:
-            took = t.start()
+            took = t.start(timeout=300.0)
             print(f"{t.name}: healthy after {took:.2f}s (pid {t.pid})", flush=True)
-        tl = next(t for t in ts if t.name == "tierline")
-        for _ in range(0 if a.quick else 2):  # more start-up samples for tierline
-            tl.stop()
-            tl.start()
+            if t.name == "tierline":  # more start-up samples, before LiteLLM runs beside it
+                for _ in range(0 if a.quick else 4):
+                    t.stop()
+                    t.start()
+                print(f"tierline start-up samples: {[round(x, 2) for x in t.startup_s]}")
         # warm every target (connections, lazy imports, caches)
         for t in ts:
             for stream in (False, True):
