@@ -197,13 +197,16 @@ def render(results: dict[str, Any], *, quick: bool = False) -> str:
                   f"of {emb.get('max_tokens')} tokens.", "",
                   "| path | completion tokens/s |", "|---|---|",
                   f"| xllamacpp directly | {_f(emb.get('direct_tps'), 1)} |",
-                  f"| through tierline (HTTP, streaming) | {_f(emb.get('gateway_tps'), 1)} |",
+                  f"| through tierline (HTTP, non-streaming) | {_f(emb.get('gateway_tps'), 1)} |",
                   f"| ratio | {_f(emb.get('ratio'), 3)} |"]
     lines += ["", "## Where we stand against the bars", "", "| bar | goal | measured | met |",
               "|---|---|---|---|"]
     for name, goal, val, ok in bars(results):
         lines.append(f"| {name} | {goal} | {val} | "
                      f"{'–' if ok is None else ('yes' if ok else '**no**')} |")
+    notes = Path(__file__).with_name("NOTES.md")
+    if notes.exists() and not quick:
+        lines += ["", notes.read_text(encoding="utf-8").rstrip()]
     return "\n".join(lines) + "\n"
 
 
