@@ -117,9 +117,11 @@ class StreamChunk:
 
     `raw` is the chunk's JSON encoding when the adapter received it already in OpenAI's
     format, so the gateway can forward it without re-encoding. A chunk whose `usage` is set
-    is the final usage chunk (`choices` empty); adapters always emit one.
+    is the final usage chunk (`choices` empty); adapters always emit one. `more` says the
+    next chunk is already at hand (same network read), so the gateway may batch the write.
     """
 
     data: JSON
     raw: bytes | None = None
     usage: Usage | None = None
+    more: bool = False

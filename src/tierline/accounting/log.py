@@ -12,6 +12,7 @@ import operator
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -132,6 +133,10 @@ class RequestLog:
             item = self._q.get()
             if item is None:
                 return
+            if self._q.qsize() < self._batch:
+                # let rows accumulate: one transaction per interval, not one per request
+                # (this thread competes for the GIL with the event loop)
+                time.sleep(self._interval)
             rows, stop = self._drain(item)
             self._insert(rows)
             if stop:

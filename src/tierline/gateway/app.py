@@ -26,7 +26,7 @@ from tierline.gateway.asgi import (
     send_error,
     send_json,
 )
-from tierline.gateway.chat import handle_chat, new_request_id
+from tierline.gateway.chat import RequestIds, handle_chat
 from tierline.gateway.metrics import Metrics
 from tierline.keys.admin import handle_admin
 from tierline.keys.auth import KeyAuth
@@ -77,6 +77,7 @@ class Gateway:
         self.executor = Executor(self.providers, r, self.breakers)
         self.request_log: RequestLog | None = None
         self.keys = KeyAuth(config, resolve=lambda n: [d.name for d in self.router.resolve(n)])
+        self.new_request_id = RequestIds()
         self.started = False
         self.started_at = time.time()
 
@@ -176,7 +177,7 @@ class Gateway:
         if handler is None:
             err: TierlineError = InvalidRequest(f"unknown path {path!r}", code="not_found")
             err.status = 404
-            await send_error(send, err, {"x-request-id": new_request_id()})
+            await send_error(send, err, {"x-request-id": self.new_request_id()})
             return
         if method not in ("GET", "HEAD"):
             return await self._method_not_allowed(send, "GET")

@@ -72,7 +72,7 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[b
 async def send_json(send: Send, status: int, obj: Any, extra: dict[str, str] | None = None
                     ) -> None:
     body = orjson.dumps(obj)
-    headers = [JSON_CT, *encode_headers(extra or {})]
+    headers = [JSON_CT, (b"content-length", b"%d" % len(body)), *encode_headers(extra or {})]
     await send_bytes(send, status, body, headers)
 
 

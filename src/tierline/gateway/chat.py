@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -67,8 +68,16 @@ class Ctx:
     reservation: Reservation | None = None
 
 
-def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+class RequestIds:
+    """Unique request ids without an os.urandom call per request: a random prefix per
+    gateway instance (so per process) and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = "req_" + uuid.uuid4().hex[:16]
+        self._n = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._n):016x}"
 
 
 def _answer_text(body: dict[str, Any]) -> str:
@@ -107,7 +116,7 @@ def constraints_for(gw: Gateway, req: ChatRequest) -> Constraints:
 
 
 async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-    ctx = Ctx(rid=new_request_id(), t0=time.monotonic())
+    ctx = Ctx(rid=gw.new_request_id(), t0=time.monotonic())
     headers = request_headers(scope)
     try:
         key = gw.keys.authenticate(headers)
@@ -224,6 +233,7 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
                 "headers": SSE_HEADERS + encode_headers(h)})
     usage: Usage | None = None
     chunk: StreamChunk | None = first
+    out: list[bytes] = []  # events to write together (chunks that arrived in one read)
     try:
         while chunk is not None:
             if chunk.usage is not None:
@@ -231,8 +241,11 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
             else:
                 text.append(_delta_text(chunk.data))
                 data = chunk.raw if chunk.raw is not None else orjson.dumps(chunk.data)
-                await send({"type": "http.response.body", "body": sse_event(data),
-                            "more_body": True})
+                out.append(b"data: " + data + b"\n\n")
+                if not chunk.more:
+                    await send({"type": "http.response.body", "body": b"".join(out),
+                                "more_body": True})
+                    out.clear()
             chunk = await anext(rest, None)
     except UpstreamError as e:
         # too late to fail over: tell the client inside the stream, log the partial usage
@@ -240,8 +253,8 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
         ctx.trace.failed(dep, e)
         ctx.status, ctx.error = e.status, e.message
         err = e.to_body()
-        await send({"type": "http.response.body", "body": sse_event(orjson.dumps(err))
-                    + SSE_DONE, "more_body": False})
+        out.append(sse_event(orjson.dumps(err)) + SSE_DONE)
+        await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
         _settle_usage(ctx, req, usage, "".join(text))
         return
     except BaseException:
@@ -263,7 +276,8 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
                  "created": first.data.get("created"), "model": first.data.get("model"),
                  "choices": [], "usage": u}
         tail = sse_event(orjson.dumps(final))
-    await send({"type": "http.response.body", "body": tail + SSE_DONE, "more_body": False})
+    await send({"type": "http.response.body", "body": b"".join(out) + tail + SSE_DONE,
+                "more_body": False})
 
 
 async def _close(it: Any) -> None:

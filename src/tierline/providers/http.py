@@ -178,20 +178,20 @@ class HttpClient:
         return status_error(resp.status, body, resp.headers, deployment)
 
 
-async def iter_sse(
+async def iter_sse_batches(
     resp: aiohttp.ClientResponse, *, deployment: str, first_timeout: float, idle_timeout: float,
     total_timeout: float,
-) -> AsyncIterator[tuple[str, bytes]]:
-    """Yield (event, data) pairs of a server-sent-events body.
+) -> AsyncIterator[list[tuple[str, bytes]]]:
+    """Yield the server-sent events of a body, one list per network read: [(event, data)].
 
-    `event` is "" when the stream names none. Enforces the first-event, idle-gap and total
-    timeouts; turns transport failures into UpstreamError.
+    `event` is "" when the stream names none. One timeout per read (first event, idle gap,
+    total), not per line; transport failures become UpstreamError. Batching per read lets
+    the gateway forward several events in one write.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + total_timeout
     content = resp.content
-    event = ""
-    data: list[bytes] = []
+    buf = b""
     wait = first_timeout
     try:
         while True:
@@ -199,37 +199,71 @@ async def iter_sse(
             if remaining <= 0:
                 raise UpstreamTimeout(f"upstream {deployment!r} stream exceeded "
                                       f"{total_timeout:g}s", deployment=deployment)
+            limit = min(wait, remaining)
             try:
-                async with asyncio.timeout(min(wait, remaining)):
-                    line = await content.readline()
+                async with asyncio.timeout(limit):
+                    data = await content.readany()
             except TimeoutError as e:
                 raise UpstreamTimeout(
-                    f"upstream {deployment!r} stream stalled for {min(wait, remaining):g}s",
+                    f"upstream {deployment!r} stream stalled for {limit:g}s",
                     deployment=deployment) from e
             wait = idle_timeout
-            if not line:
-                if data:
-                    yield event, b"\n".join(data)
+            if not data:  # end of body: a last event without its blank line counts
+                tail = buf.strip(b"\r\n")
+                if tail:
+                    batch = _parse_events([tail])
+                    if batch:
+                        yield batch
                 return
-            line = line.rstrip(b"\r\n")
-            if not line:
-                if data:
-                    yield event, b"\n".join(data)
-                event, data = "", []
+            buf += data
+            if b"\r" in buf:
+                buf = buf.replace(b"\r\n", b"\n")
+            if b"\n\n" not in buf:
+                if len(buf) > 8 * 1024 * 1024:
+                    raise UpstreamBadResponse(
+                        f"upstream {deployment!r} sent an oversized stream event",
+                        deployment=deployment)
                 continue
+            *blocks, buf = buf.split(b"\n\n")
+            batch = _parse_events(blocks)
+            if batch:
+                yield batch
+    except aiohttp.ClientError as e:
+        raise UpstreamConnectionError(
+            f"upstream {deployment!r} stream broke: {type(e).__name__}", deployment=deployment
+        ) from e
+
+
+def _parse_events(blocks: list[bytes]) -> list[tuple[str, bytes]]:
+    out: list[tuple[str, bytes]] = []
+    for block in blocks:
+        if block.startswith(b"data: ") and b"\n" not in block:  # the common case
+            out.append(("", block[6:]))
+            continue
+        event = ""
+        data: list[bytes] = []
+        for line in block.split(b"\n"):
             if line.startswith(b"data:"):
                 v = line[5:]
                 data.append(v[1:] if v.startswith(b" ") else v)
             elif line.startswith(b"event:"):
                 event = line[6:].strip().decode("utf-8", "replace")
             # ":" comments, "id:" and "retry:" fields are ignored
-    except aiohttp.ClientError as e:
-        raise UpstreamConnectionError(
-            f"upstream {deployment!r} stream broke: {type(e).__name__}", deployment=deployment
-        ) from e
-    except (ValueError, asyncio.LimitOverrunError) as e:
-        raise UpstreamBadResponse(f"upstream {deployment!r} sent an oversized stream line",
-                                  deployment=deployment) from e
+        if data:
+            out.append((event, b"\n".join(data)))
+    return out
+
+
+async def iter_sse(
+    resp: aiohttp.ClientResponse, *, deployment: str, first_timeout: float, idle_timeout: float,
+    total_timeout: float,
+) -> AsyncIterator[tuple[str, bytes]]:
+    """Yield (event, data) pairs of a server-sent-events body (see `iter_sse_batches`)."""
+    async for batch in iter_sse_batches(resp, deployment=deployment,
+                                        first_timeout=first_timeout,
+                                        idle_timeout=idle_timeout, total_timeout=total_timeout):
+        for item in batch:
+            yield item
 
 
 def loads_object(raw: bytes, deployment: str, what: str) -> dict[str, Any]:

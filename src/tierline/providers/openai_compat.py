@@ -16,7 +16,7 @@ import orjson
 
 from tierline.catalog.model import Deployment, ProviderSpec
 from tierline.errors import ConfigError, UpstreamBadResponse
-from tierline.providers.http import HttpClient, iter_sse, loads_object, status_error
+from tierline.providers.http import HttpClient, iter_sse_batches, loads_object, status_error
 from tierline.types import ChatRequest, ChatResponse, StreamChunk, Usage
 
 
@@ -114,25 +114,32 @@ class OpenAICompatProvider:
                         deployment=name)
             done = False
             pending: Usage | None = None
-            async for _event, data in iter_sse(resp, deployment=name, first_timeout=t.first_token,
-                                               idle_timeout=t.idle, total_timeout=t.total):
-                if data == b"[DONE]":
-                    done = True
+            async for batch in iter_sse_batches(resp, deployment=name,
+                                                first_timeout=t.first_token,
+                                                idle_timeout=t.idle, total_timeout=t.total):
+                last = len(batch) - 1
+                for i, (_event, data) in enumerate(batch):
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    chunk = loads_object(data, name, "a stream chunk")
+                    err = _stream_error(chunk)
+                    if err is not None:
+                        raise UpstreamBadResponse(
+                            f"upstream {name!r} failed mid-stream: {err}", deployment=name)
+                    usage = Usage.from_openai(chunk["usage"]) if chunk.get("usage") else None
+                    if usage is not None and chunk.get("choices"):
+                        # usage on a content chunk (vLLM continuous stats, some vendors on
+                        # the finish chunk): forward the content, keep the latest usage
+                        pending = usage
+                        usage = None
+                    elif usage is not None:
+                        pending = None
+                    # `more`: the next chunk is already here (same read) - send together
+                    yield StreamChunk(data=chunk, raw=data, usage=usage,
+                                      more=i < last and batch[i + 1][1] != b"[DONE]")
+                if done:
                     break
-                chunk = loads_object(data, name, "a stream chunk")
-                err = _stream_error(chunk)
-                if err is not None:
-                    raise UpstreamBadResponse(f"upstream {name!r} failed mid-stream: {err}",
-                                              deployment=name)
-                usage = Usage.from_openai(chunk.get("usage")) if chunk.get("usage") else None
-                if usage is not None and chunk.get("choices"):
-                    # usage on a content chunk (vLLM continuous stats, some vendors on the
-                    # finish chunk): forward the content, keep the latest usage for the end
-                    pending = usage
-                    usage = None
-                elif usage is not None:
-                    pending = None
-                yield StreamChunk(data=chunk, raw=data, usage=usage)
             if pending is not None:
                 yield StreamChunk(data={"object": "chat.completion.chunk", "choices": [],
                                         "usage": pending.to_openai()}, usage=pending)

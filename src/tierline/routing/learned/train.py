@@ -139,8 +139,8 @@ def _fit_group(
     return out
 
 
-#: candidate (C, shared_scale) per model group, picked on a validation split of the train data
-CANDIDATES: tuple[tuple[float, float], ...] = ((1.0, 0.0), (0.5, 2.0))
+#: candidate (C, shared_scale) per model group, picked on held-out parts of the train data
+CANDIDATES: tuple[tuple[float, float], ...] = ((1.0, 0.0), (1.0, 0.5), (0.5, 2.0))
 
 
 def _is_val(text: str) -> bool:
@@ -178,6 +178,44 @@ def _pairwise_apgr(
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def _selection_score(
+    X: Any,
+    examples: Sequence[Example],
+    texts: Sequence[str],
+    group: list[str],
+    C: float,
+    shared_scale: float,
+    log: Any,
+) -> float:
+    """Model-selection score of one candidate for one group (higher is better).
+
+    Mean pairwise APGR on the validation carve-out of the training data; when the group's
+    prompts come from several sources, averaged with the leave-one-source-out APGR (fit on
+    the other sources, score on the held-out one) - the router is meant for unseen prompt
+    distributions, so generalisation across sources counts as much as in-domain fit.
+    """
+    in_group = np.array([any(m in e.outcomes for m in group) for e in examples])
+    val = np.array([_is_val(t) for t in texts]) & in_group
+    tr_idx = np.nonzero(~val & in_group)[0]
+    va_idx = np.nonzero(val)[0]
+    f = _fit_group(X[tr_idx], [examples[int(i)] for i in tr_idx], group, C, shared_scale)
+    in_domain = _pairwise_apgr([examples[int(i)] for i in va_idx], X[va_idx], f)
+    sources = sorted({examples[int(i)].source for i in np.nonzero(in_group)[0]})
+    loso = []
+    if len(sources) > 1:
+        src = np.array([e.source for e in examples])
+        for held in sources:
+            a = np.nonzero(in_group & (src != held))[0]
+            b = np.nonzero(in_group & (src == held))[0]
+            f = _fit_group(X[a], [examples[int(i)] for i in a], group, C, shared_scale)
+            loso.append(_pairwise_apgr([examples[int(i)] for i in b], X[b], f))
+    score = in_domain if not loso else (in_domain + float(np.mean(loso))) / 2.0
+    if log is not None:
+        extra = f", leave-one-source-out {np.round(loso, 4).tolist()}" if loso else ""
+        log(f"  C={C} shared_scale={shared_scale}: validation APGR {in_domain:.4f}{extra}")
+    return score
+
+
 def train_router(
     examples: Sequence[Example],
     *,
@@ -190,8 +228,8 @@ def train_router(
     """Train a router on ``examples`` (already filtered by split / flags).
 
     With ``C`` and ``shared_scale`` both ``None`` each model group picks its
-    ``(C, shared_scale)`` from :data:`CANDIDATES` by the mean pairwise APGR on a validation
-    split carved from ``examples`` (see :func:`_is_val`), then is refitted on all of them.
+    ``(C, shared_scale)`` from :data:`CANDIDATES` by :func:`_selection_score` (validation
+    carve-out of ``examples`` + leave-one-source-out), then is refitted on all of them.
     """
     if not examples:
         raise ValueError("no training examples")
@@ -212,17 +250,7 @@ def train_router(
         cands = list(CANDIDATES) if C is None and shared_scale is None else []
         best = (C if C is not None else 0.5, shared_scale if shared_scale is not None else 2.0)
         if len(group) > 1 and len(cands) > 1:
-            val = np.array([_is_val(t) for t in texts])
-            tr_idx = np.nonzero(~val)[0]
-            va_idx = np.nonzero(val)[0]
-            tr_ex = [examples[int(i)] for i in tr_idx]
-            va_ex = [examples[int(i)] for i in va_idx]
-            scores = []
-            for c, s in cands:
-                f = _fit_group(X[tr_idx], tr_ex, group, c, s)
-                scores.append(_pairwise_apgr(va_ex, X[va_idx], f))
-                if log is not None:
-                    log(f"  validation C={c} shared_scale={s}: pairwise APGR {scores[-1]:.4f}")
+            scores = [_selection_score(X, examples, texts, group, c, sc, log) for c, sc in cands]
             best = cands[int(np.nanargmax(scores))]
         fitted.update(_fit_group(X, examples, group, best[0], best[1]))
         for m in group:
