@@ -41,6 +41,7 @@ class ProviderSpec(_Strict):
     zero_data_retention: bool = False
     trains_on_inputs: bool = False
     max_connections: int = Field(256, ge=1)
+    transport: Literal["auto", "aiohttp"] = "auto"  # auto: httptools client unless proxied
     # seconds
     connect_timeout: float = Field(10.0, gt=0)
     first_token_timeout: float = Field(60.0, gt=0)

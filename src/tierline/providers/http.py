@@ -6,10 +6,12 @@ vendor), plus the mapping of transport failures and upstream error statuses onto
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -24,6 +26,7 @@ from tierline.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from tierline.providers.fasthttp import FastPool
 
 _CONTEXT_RE = re.compile(
     r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long"
@@ -95,13 +98,59 @@ def status_error(
                                retry_after=retry_after)
 
 
+class _Body(Protocol):
+    async def readany(self) -> bytes: ...
+
+
+class UpstreamResponse(Protocol):
+    """What adapters use of a streaming response (aiohttp's, or fasthttp's)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content(self) -> _Body: ...
+
+    async def read(self) -> bytes: ...
+
+    def release(self) -> Any: ...
+
+
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+               "ALL_PROXY")
+
+
 class HttpClient:
-    """A pooled keep-alive client for one vendor. Created lazily on the running loop."""
+    """A pooled keep-alive client for one vendor. Created lazily on the running loop.
+
+    Requests go through `fasthttp` (httptools) unless the provider sets
+    `transport: aiohttp` or a proxy is configured in the environment; aiohttp then.
+    """
 
     def __init__(self, spec: ProviderSpec) -> None:
         self.spec = spec
         self.timeouts = Timeouts.of(spec)
         self._session: aiohttp.ClientSession | None = None
+        self.fast = spec.transport != "aiohttp" and not any(os.environ.get(v)
+                                                             for v in _PROXY_VARS)
+        self._pools: dict[str, FastPool] = {}
+
+    def _pool(self, url: str) -> tuple[FastPool, str] | None:
+        if not self.fast:
+            return None
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https"):
+            return None
+        origin = f"{u.scheme}://{u.netloc}"
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = FastPool(
+                origin, max_connections=self.spec.max_connections,
+                connect_timeout=self.timeouts.connect)
+        return pool, (u.path or "/") + (f"?{u.query}" if u.query else "")
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -118,6 +167,9 @@ class HttpClient:
         return self._session
 
     async def aclose(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -135,8 +187,16 @@ class HttpClient:
         """One request read to the end. Raises UpstreamTimeout / UpstreamConnectionError."""
         limit = timeout if timeout is not None else min(self.timeouts.total,
                                                        self.timeouts.first_token)
+        fast = self._pool(url)
         try:
             async with asyncio.timeout(limit):
+                if fast is not None:
+                    r = await fast[0].request(method, fast[1], headers, body)
+                    try:
+                        data = await r.read()
+                    finally:
+                        r.release()
+                    return r.status, r.headers, data
                 async with self.session().request(method, url, data=body,
                                                   headers=headers) as resp:
                     data = await resp.read()
@@ -152,10 +212,13 @@ class HttpClient:
 
     async def open_stream(
         self, url: str, *, deployment: str, headers: Mapping[str, str], body: bytes
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """POST and return the response once headers arrived (status checked by caller)."""
+        fast = self._pool(url)
         try:
             async with asyncio.timeout(self.timeouts.first_token):
+                if fast is not None:
+                    return await fast[0].request("POST", fast[1], headers, body)
                 return await self.session().post(url, data=body, headers=headers)
         except TimeoutError as e:
             raise UpstreamTimeout(
@@ -167,7 +230,7 @@ class HttpClient:
                 deployment=deployment,
             ) from e
 
-    async def read_error(self, resp: aiohttp.ClientResponse, deployment: str) -> UpstreamError:
+    async def read_error(self, resp: UpstreamResponse, deployment: str) -> UpstreamError:
         try:
             async with asyncio.timeout(self.timeouts.idle):
                 body = await resp.read()
@@ -179,7 +242,7 @@ class HttpClient:
 
 
 async def iter_sse_batches(
-    resp: aiohttp.ClientResponse, *, deployment: str, first_timeout: float, idle_timeout: float,
+    resp: UpstreamResponse, *, deployment: str, first_timeout: float, idle_timeout: float,
     total_timeout: float,
 ) -> AsyncIterator[list[tuple[str, bytes]]]:
     """Yield the server-sent events of a body, one list per network read: [(event, data)].
@@ -255,7 +318,7 @@ def _parse_events(blocks: list[bytes]) -> list[tuple[str, bytes]]:
 
 
 async def iter_sse(
-    resp: aiohttp.ClientResponse, *, deployment: str, first_timeout: float, idle_timeout: float,
+    resp: UpstreamResponse, *, deployment: str, first_timeout: float, idle_timeout: float,
     total_timeout: float,
 ) -> AsyncIterator[tuple[str, bytes]]:
     """Yield (event, data) pairs of a server-sent-events body (see `iter_sse_batches`)."""
