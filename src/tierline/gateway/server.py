@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import uvicorn
@@ -105,7 +106,15 @@ class GatewayThread:
         return f"http://{self.host}:{self.port}/v1"
 
     def _run(self) -> None:
-        asyncio.run(self._server.serve())
+        # the same event loop as `tierline serve` (uvloop where installed)
+        factory: Callable[[], asyncio.AbstractEventLoop]
+        try:
+            import uvloop
+            factory = uvloop.new_event_loop
+        except ImportError:  # pragma: no cover
+            factory = asyncio.new_event_loop
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(self._server.serve())
 
     def start(self) -> GatewayThread:
         self._thread.start()
