@@ -53,7 +53,9 @@ class CatalogSettings(_Strict):
 class RoutingSettings(_Strict):
     strategy: Literal["learned", "cheapest", "fastest", "weighted", "ordered"] = "learned"
     quality: float = Field(0.7, ge=0.0, le=1.0)  # learned: target P(good answer)
-    cost_weight: float | None = Field(None, ge=0.0)  # learned: maximise q - λ·cost instead
+    # learned: maximise P(good) - λ·cost/max_cost instead (cost relative to the dearest
+    # candidate, so λ is unit-free: with two models, strong iff P_s - P_w > λ·(1 - c_w/c_s))
+    cost_weight: float | None = Field(None, ge=0.0)
     router_file: str | None = None  # default: the router shipped in the package
     auto: list[str] | None = None  # deployments `auto` may use (default: all available)
     groups: dict[str, list[str]] = Field(default_factory=dict)  # name -> deployments

@@ -108,9 +108,15 @@ async def test_quality_knob_body_and_header(client: httpx.AsyncClient) -> None:
 
 async def test_cost_weight(client: httpx.AsyncClient) -> None:
     # q - λ·cost: with a huge λ the cheapest wins even on hard prompts
-    r = await ask(client, "prove it", tierline={"cost_weight": 1e6})
+    # hard prompt: predicted gain of the strong model 0.9 - 0.4 = 0.5; cost ratio ~0.03
+    r = await ask(client, "prove it", tierline={"cost_weight": 0.6})
     assert r.headers["x-tierline-model"] == "weak-eu"
-    r = await ask(client, "prove it", tierline={"cost_weight": 0})
+    r = await ask(client, "prove it", tierline={"cost_weight": 0.4})
+    assert r.headers["x-tierline-model"] == "strong"
+    # easy prompt: gain 0.95 - 0.85 = 0.1
+    r = await ask(client, "easy", tierline={"cost_weight": 0.2})
+    assert r.headers["x-tierline-model"] == "weak-eu"
+    r = await ask(client, "easy", tierline={"cost_weight": 0.05})
     assert r.headers["x-tierline-model"] == "strong"
 
 

@@ -223,8 +223,12 @@ class Router:
             ranked = sorted(known, key=lambda d: -(q[d.name] or 0.0)) + unknown
             return ranked, f"highest predicted quality {q[ranked[0].name] or 0:.2f}"
         if lam is not None:
-            ranked = sorted(known, key=lambda d: -((q[d.name] or 0.0) - lam * cost[d.name]))
-            return ranked + unknown, f"max q-{lam:g}*cost"
+            # cost relative to the dearest candidate: a unit-free knob. With two models the
+            # strong one wins iff its predicted gain exceeds lam * (1 - cost_weak/cost_strong)
+            top_cost = max((cost[d.name] for d in known), default=0.0) or 1.0
+            ranked = sorted(known, key=lambda d: -((q[d.name] or 0.0)
+                                                   - lam * cost[d.name] / top_cost))
+            return ranked + unknown, f"max q-{lam:g}*cost/max_cost"
         target = float(controls.get("quality", self.settings.quality))
         good = sorted((d for d in known if (q[d.name] or 0.0) >= target),
                       key=lambda d: cost[d.name])
