@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.mock_upstream import BenchMock
 from tierline.bench.runner import BenchOptions, run_bench
 from tierline.bench.workload import Item
 
@@ -28,3 +29,35 @@ async def test_embedded_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert t["cost_source"] == ["reported"]
     assert t["routes"].get(MODEL) == 2
     assert (tmp_path / "data" / "requests.sqlite3").exists()
+
+
+async def test_policy_targets_through_the_gateway(tmp_path: Path, mock: BenchMock) -> None:
+    """`auto?quality=...` and `tier:X` targets served by the in-process gateway: the route
+    taken is recorded per request, and costs come from the gateway's usage chunks."""
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(f"""
+server: {{request_log: "{tmp_path / 'log.sqlite3'}"}}
+catalog: {{builtin: false}}
+providers:
+  m: {{base_url: "{mock.url}/v1", requires_key: false}}
+deployments:
+  - {{name: m/strong, provider: m, model: s, price: {{input: 10, output: 30}},
+     tier: strong, profile: gpt-4-1106-preview}}
+  - {{name: m/weak, provider: m, model: w, price: {{input: 0.5, output: 1.5}},
+     tier: fast, profile: mixtral-8x7b-instruct-v0.1}}
+""")
+    items = [Item(id=f"q{i}", request={"messages": [{"role": "user", "content": p}],
+                                       "max_tokens": 16},
+                  checks=[{"type": "contains", "value": "Paris"}])
+             for i, p in enumerate(["capital of France?", "capital of France, please"])]
+    targets = ["auto?quality=0.99", "auto?quality=0.01", "tier:fast"]
+    s = await run_bench(BenchOptions(items=items, targets=targets, out=tmp_path / "run",
+                                     config=str(cfg), progress=False, plots=False))
+    got = {t: s["targets"][t]["routes"] for t in targets}
+    assert got["auto?quality=0.99"] == {"m/strong": 2}  # nothing reaches 0.99: the best
+    assert got["auto?quality=0.01"] == {"m/weak": 2}  # everything does: the cheapest
+    assert got["tier:fast"] == {"m/weak": 2}
+    for t in targets:
+        assert s["targets"][t]["passed"] == 2 and s["targets"][t]["cost_source"] == ["reported"]
+    assert s["targets"]["auto?quality=0.99"]["cost_usd_total"] > \
+        s["targets"]["auto?quality=0.01"]["cost_usd_total"] > 0
