@@ -80,3 +80,23 @@ def test_import_is_cheap() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_calibrate(synth_router_file: Path, synth_file: Path) -> None:
+    from tierline.routing.learned.calibrate import (
+        cost_per_1k,
+        threshold_for_cost,
+        threshold_for_strong_share,
+    )
+    from tierline.routing.learned.data import load_prompts
+
+    r = LearnedRouter.load(synth_router_file)
+    texts = load_prompts(synth_file)[:100]
+    t = threshold_for_strong_share(r, texts, WEAK, 0.3)
+    pw = r.predict_many(texts)[:, r.profiles.index(WEAK)]
+    assert abs(float(np.mean(pw < t)) - 0.3) <= 0.02
+    costs = {STRONG: 0.02, WEAK: 0.001}
+    assert cost_per_1k(r, texts, costs, 0.0) == pytest.approx(1.0)  # all weak
+    t2 = threshold_for_cost(r, texts, costs, 8.0)
+    assert cost_per_1k(r, texts, costs, t2) <= 8.0
+    assert cost_per_1k(r, texts, costs, min(1.0, t2 + 0.05)) > cost_per_1k(r, texts, costs, 0.0)

@@ -178,42 +178,90 @@ def _pairwise_apgr(
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _selection_score(
+def _argmax_quality(
+    examples: Sequence[Example], X: Any, fitted: dict[str, tuple[np.ndarray, float]]
+) -> float:
+    """Mean true score of the model with the highest predicted P(good) (many-model groups)."""
+    names = sorted(fitted)
+    rows = [i for i, e in enumerate(examples) if all(m in e.outcomes for m in names)]
+    if not rows:
+        return float("nan")
+    Xr = X[rows]
+    logits = np.stack([Xr @ fitted[m][0] + fitted[m][1] for m in names], axis=1)
+    pick = np.argmax(logits, axis=1)
+    q = [examples[i].outcomes[names[int(j)]].score for i, j in zip(rows, pick, strict=True)]
+    return float(np.mean(q))
+
+
+def _group_metric(
+    examples: Sequence[Example], X: Any, fitted: dict[str, tuple[np.ndarray, float]]
+) -> float:
+    """Two models: pairwise APGR (RouteLLM); more: quality of the predicted-best model."""
+    if len(fitted) > 2:
+        return _argmax_quality(examples, X, fitted)
+    return _pairwise_apgr(examples, X, fitted)
+
+
+Fits = dict[str, tuple[np.ndarray, float]]
+
+
+def _average(fits: Sequence[Fits]) -> Fits:
+    """Average of linear models = one linear model with the mean weights and biases."""
+    return {
+        m: (
+            np.mean([f[m][0] for f in fits], axis=0).astype(np.float32),
+            float(np.mean([f[m][1] for f in fits])),
+        )
+        for m in fits[0]
+    }
+
+
+def _select(
     X: Any,
     examples: Sequence[Example],
     texts: Sequence[str],
     group: list[str],
-    C: float,
-    shared_scale: float,
+    cands: Sequence[tuple[float, float]],
     log: Any,
-) -> float:
-    """Model-selection score of one candidate for one group (higher is better).
+) -> list[tuple[float, float]]:
+    """Pick the candidate(s) for one group; a list of several means "average them".
 
-    Mean pairwise APGR on the validation carve-out of the training data; when the group's
-    prompts come from several sources, averaged with the leave-one-source-out APGR (fit on
-    the other sources, score on the held-out one) - the router is meant for unseen prompt
-    distributions, so generalisation across sources counts as much as in-domain fit.
+    Options: each ``(C, shared_scale)`` of ``cands`` alone, and the average of all of them.
+    Score: :func:`_group_metric` on the validation carve-out of the training data; when the
+    group's prompts come from several sources, averaged with the leave-one-source-out metric
+    (fit on the other sources, score on the held-out one) - the router is meant for unseen
+    prompt distributions, so generalisation across sources counts as much as in-domain fit.
     """
     in_group = np.array([any(m in e.outcomes for m in group) for e in examples])
     val = np.array([_is_val(t) for t in texts]) & in_group
-    tr_idx = np.nonzero(~val & in_group)[0]
-    va_idx = np.nonzero(val)[0]
-    f = _fit_group(X[tr_idx], [examples[int(i)] for i in tr_idx], group, C, shared_scale)
-    in_domain = _pairwise_apgr([examples[int(i)] for i in va_idx], X[va_idx], f)
+    splits = [(np.nonzero(~val & in_group)[0], np.nonzero(val)[0])]
     sources = sorted({examples[int(i)].source for i in np.nonzero(in_group)[0]})
-    loso = []
     if len(sources) > 1:
         src = np.array([e.source for e in examples])
         for held in sources:
-            a = np.nonzero(in_group & (src != held))[0]
-            b = np.nonzero(in_group & (src == held))[0]
-            f = _fit_group(X[a], [examples[int(i)] for i in a], group, C, shared_scale)
-            loso.append(_pairwise_apgr([examples[int(i)] for i in b], X[b], f))
-    score = in_domain if not loso else (in_domain + float(np.mean(loso))) / 2.0
-    if log is not None:
-        extra = f", leave-one-source-out {np.round(loso, 4).tolist()}" if loso else ""
-        log(f"  C={C} shared_scale={shared_scale}: validation APGR {in_domain:.4f}{extra}")
-    return score
+            splits.append(
+                (np.nonzero(in_group & (src != held))[0], np.nonzero(in_group & (src == held))[0])
+            )
+    options: list[list[tuple[float, float]]] = [[c] for c in cands] + [list(cands)]
+    per_split: list[list[float]] = []
+    for tr_idx, ev_idx in splits:
+        tr_ex = [examples[int(i)] for i in tr_idx]
+        ev_ex = [examples[int(i)] for i in ev_idx]
+        fits = [_fit_group(X[tr_idx], tr_ex, group, c, sc) for c, sc in cands]
+        per_split.append(
+            [_group_metric(ev_ex, X[ev_idx], f) for f in fits]
+            + [_group_metric(ev_ex, X[ev_idx], _average(fits))]
+        )
+    res = np.array(per_split)
+    scores = res[0] if len(res) == 1 else (res[0] + res[1:].mean(axis=0)) / 2.0
+    for opt, row, sc_ in zip(options, res.T, scores, strict=True):
+        if log is not None:
+            name = "average of all" if len(opt) > 1 else f"C={opt[0][0]} shared_scale={opt[0][1]}"
+            log(
+                f"  {name}: validation {row[0]:.4f}, LOSO {np.round(row[1:], 4).tolist()}, "
+                f"score {sc_:.4f}"
+            )
+    return options[int(np.nanargmax(scores))]
 
 
 def train_router(
@@ -227,9 +275,9 @@ def train_router(
 ) -> LearnedRouter:
     """Train a router on ``examples`` (already filtered by split / flags).
 
-    With ``C`` and ``shared_scale`` both ``None`` each model group picks its
-    ``(C, shared_scale)`` from :data:`CANDIDATES` by :func:`_selection_score` (validation
-    carve-out of ``examples`` + leave-one-source-out), then is refitted on all of them.
+    With ``C`` and ``shared_scale`` both ``None`` each model group picks one
+    ``(C, shared_scale)`` of :data:`CANDIDATES` or their average by :func:`_select`
+    (validation carve-out of ``examples`` + leave-one-source-out), then is refitted on all.
     """
     if not examples:
         raise ValueError("no training examples")
@@ -245,19 +293,19 @@ def train_router(
     if not kept:
         raise ValueError(f"no model has >= {min_examples} training outcomes")
     fitted: dict[str, tuple[np.ndarray, float]] = {}
-    chosen: dict[str, list[float]] = {}
+    chosen: dict[str, list[list[float]]] = {}
     for group in _groups(examples, kept):
-        cands = list(CANDIDATES) if C is None and shared_scale is None else []
-        best = (C if C is not None else 0.5, shared_scale if shared_scale is not None else 2.0)
-        if len(group) > 1 and len(cands) > 1:
-            scores = [_selection_score(X, examples, texts, group, c, sc, log) for c, sc in cands]
-            best = cands[int(np.nanargmax(scores))]
-        fitted.update(_fit_group(X, examples, group, best[0], best[1]))
+        chosen_opts = [
+            (C if C is not None else 0.5, shared_scale if shared_scale is not None else 2.0)
+        ]
+        if len(group) > 1 and C is None and shared_scale is None:
+            chosen_opts = _select(X, examples, texts, group, CANDIDATES, log)
+        fitted.update(_average([_fit_group(X, examples, group, c, sc) for c, sc in chosen_opts]))
         for m in group:
-            chosen[m] = [best[0], best[1]]
+            chosen[m] = [list(o) for o in chosen_opts]
         if log is not None:
             log(
-                f"trained C={best[0]} shared_scale={best[1]}: "
+                f"trained (C, shared_scale) {chosen_opts}: "
                 + ", ".join(f"{m} (n={counts[m]})" for m in group)
             )
     enc = np.stack([fitted[m][0] for m in kept], axis=1)
