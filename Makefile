@@ -9,7 +9,7 @@ PORT   ?= 8080
 HOST   ?= 127.0.0.1
 STAMP   = $(VENV)/.installed
 
-.PHONY: serve test setup lint typecheck router-default router-eval perf clean
+.PHONY: serve test setup lint typecheck router-default router-eval router-speed perf clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,21 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# rebuild the shipped router from ../shared/routing-data (deterministic, ~15 min on 2 cores)
+router-default: $(STAMP)
+	PYTHONPATH=src $(BIN)/python -m tierline.routing.learned.build_default
+
+# the held-out evaluation of docs/router-eval.md (SKIP_TRAIN=1: evaluate the shipped router)
+router-eval: $(STAMP)
+	PYTHON=$(BIN)/python bash bench/router_eval.sh
+
+router-speed: $(STAMP)
+	PYTHONPATH=src $(BIN)/python bench/router_speed.py
+
+# the gateway benchmark against the upstream directly and LiteLLM (docs/performance.md)
+perf: $(STAMP)
+	bash bench/perf/run.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
