@@ -39,7 +39,7 @@ from tierline.gateway.asgi import (
 from tierline.gateway.validate import parse_chat_request
 from tierline.keys.auth import merge_constraints
 from tierline.keys.budget import Reservation
-from tierline.resilience.executor import Trace
+from tierline.resilience.executor import Trace, aclose_quietly
 from tierline.routing.filters import Constraints, required_capabilities, window_of
 from tierline.types import ChatRequest, StreamChunk, Usage
 
@@ -258,7 +258,7 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
         _settle_usage(ctx, req, usage, "".join(text))
         return
     except BaseException:
-        await _close(rest)
+        await aclose_quietly(rest)
         raise
     gw.breakers.success(dep.name)
     ctx.trace.ok(dep)
@@ -278,15 +278,6 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
         tail = sse_event(orjson.dumps(final))
     await send({"type": "http.response.body", "body": b"".join(out) + tail + SSE_DONE,
                 "more_body": False})
-
-
-async def _close(it: Any) -> None:
-    close = getattr(it, "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except Exception:
-            pass
 
 
 def finish(gw: Gateway, ctx: Ctx) -> None:

@@ -112,7 +112,7 @@ class Executor:
         async def lose(result: tuple[Deployment, StreamChunk, AsyncIterator[StreamChunk],
                                      float]) -> None:
             dep = result[0]
-            await _aclose(result[2])
+            await aclose_quietly(result[2])
             trace.extra_pico += _prompt_estimate(req, dep)
             trace.extra_estimated = True
         return await self._hedged(req, chain, trace, self._open_stream, lose)
@@ -159,72 +159,63 @@ class Executor:
             raise
         raise errors[-1]
 
-    async def _complete(self, req: ChatRequest, chain: list[Deployment], trace: Trace
-                        ) -> tuple[Deployment, ChatResponse]:
+    async def _down_chain(self, chain: list[Deployment], trace: Trace,
+                          attempt: Callable[[Deployment], Awaitable[T]]) -> T:
+        """Try `attempt` on each deployment in turn: retries with backoff on the same one,
+        then fail-over, by the rules of `_delay`, `_next_ok` and `_skip`."""
         last: UpstreamError | None = None
         skip_upto: Deployment | None = None
         for i, dep in enumerate(chain):
             if last is not None and skip_upto is not None and self._skip(last, skip_upto, dep):
                 continue
-            attempt = 0
+            n = 0
             while True:
                 self.breakers.before_call(dep.name)
                 try:
-                    resp = await self.providers[dep.provider].complete(req, dep)
+                    return await attempt(dep)
                 except UpstreamError as e:
                     e.deployment = e.deployment or dep.name
                     trace.failed(dep, e)
                     self._record_failure(dep, e)
                     last, skip_upto = e, dep
-                    delay = self._delay(attempt, e)
+                    delay = self._delay(n, e)
                     if delay is not None:
-                        attempt += 1
+                        n += 1
                         await self._sleep(delay)
                         continue
                     if not self._next_ok(e, dep, chain[i + 1:]):
                         raise
                     break
-                self.breakers.success(dep.name)
-                trace.ok(dep)
-                return dep, resp
         raise self._exhausted(chain, last)
+
+    async def _complete(self, req: ChatRequest, chain: list[Deployment], trace: Trace
+                        ) -> tuple[Deployment, ChatResponse]:
+        async def attempt(dep: Deployment) -> tuple[Deployment, ChatResponse]:
+            resp = await self.providers[dep.provider].complete(req, dep)
+            self.breakers.success(dep.name)
+            trace.ok(dep)
+            return dep, resp
+        return await self._down_chain(chain, trace, attempt)
 
     async def _open_stream(self, req: ChatRequest, chain: list[Deployment], trace: Trace
                            ) -> tuple[Deployment, StreamChunk, AsyncIterator[StreamChunk],
                                       float]:
-        """Returns (deployment, first chunk, the rest, monotonic time of the first chunk)."""
-        last: UpstreamError | None = None
-        skip_upto: Deployment | None = None
-        for i, dep in enumerate(chain):
-            if last is not None and skip_upto is not None and self._skip(last, skip_upto, dep):
-                continue
-            attempt = 0
-            while True:
-                self.breakers.before_call(dep.name)
-                it = self.providers[dep.provider].stream(req, dep)
-                try:
-                    first = await anext(it)
-                except StopAsyncIteration:
-                    e: UpstreamError = UpstreamError(
-                        f"upstream {dep.name!r} sent an empty stream", deployment=dep.name)
-                except UpstreamError as err:
-                    e = err
-                    e.deployment = e.deployment or dep.name
-                else:
-                    return dep, first, it, time.monotonic()
-                await _aclose(it)
-                trace.failed(dep, e)
-                self._record_failure(dep, e)
-                last, skip_upto = e, dep
-                delay = self._delay(attempt, e)
-                if delay is not None:
-                    attempt += 1
-                    await self._sleep(delay)
-                    continue
-                if not self._next_ok(e, dep, chain[i + 1:]):
-                    raise e
-                break
-        raise self._exhausted(chain, last)
+        """Returns (deployment, first chunk, the rest, monotonic time of the first chunk).
+        The stream's success is recorded by its consumer, at its end."""
+        async def attempt(dep: Deployment) -> tuple[Deployment, StreamChunk,
+                                                     AsyncIterator[StreamChunk], float]:
+            it = self.providers[dep.provider].stream(req, dep)
+            try:
+                first = await anext(it)
+            except StopAsyncIteration:
+                await aclose_quietly(it)
+                raise UpstreamError(f"upstream {dep.name!r} sent an empty stream",
+                                    deployment=dep.name) from None
+            except BaseException:
+                await aclose_quietly(it)
+                raise
+            return dep, first, it, time.monotonic()
+        return await self._down_chain(chain, trace, attempt)
 
     def _record_failure(self, dep: Deployment, e: UpstreamError) -> None:
         # a request the upstream rejected on its merits says nothing about its health
@@ -247,7 +238,8 @@ def _prompt_estimate(req: ChatRequest, dep: Deployment) -> int:
     return cost_pico(Usage(prompt_tokens=tokens.count_messages(req.messages)), dep.price)
 
 
-async def _aclose(it: AsyncIterator[StreamChunk]) -> None:
+async def aclose_quietly(it: object) -> None:
+    """Close an async iterator; errors while closing a broken stream are not news."""
     close = getattr(it, "aclose", None)
     if close is not None:
         try:
