@@ -86,6 +86,13 @@ async def test_run_report_compare_export(mock: BenchMock, tmp_path: Path,
     assert by["a"]["task"] == "geo" and by["a"]["outcomes"][t1]["score"] == 1.0
     assert by["b"]["outcomes"][t2] == {"score": 0.0, "cost_usd": pytest.approx(0.04)}
 
+    # the loop closes: the exported outcomes teach the shipped router a new model profile
+    routed = tmp_path / "router.npz"
+    assert await cli("router", "add-model", "--data", str(outc), "--model", t1,
+                     "-o", str(routed)) == 0
+    from tierline.routing.learned.model import LearnedRouter
+    assert t1 in LearnedRouter.load(routed).profiles
+
 
 async def test_import_log(tmp_path: Path) -> None:
     db = tmp_path / "requests.sqlite3"
