@@ -36,6 +36,8 @@ def gateway_config(tmp: Path, url_a: str, url_b: str, **extra: Any) -> Config:
              "price": {"input": 2.5, "cached_input": 1.25, "output": 10.0},
              "context_window": 128000, "capabilities": ["streaming", "tools", "json_schema"],
              "tier": "strong", "profile": "gpt-4-1106-preview"},
+            {"name": "a/quick", "provider": "mocka", "model": "strong-1",
+             "total_timeout": 0.3, "first_token_timeout": 0.3},
             {"name": "b/fast", "provider": "mockb", "model": "fast-1",
              "price": {"input": 0.6, "output": 0.6}, "context_window": 32000,
              "capabilities": ["streaming", "tools"], "open_weight": True, "tier": "fast",

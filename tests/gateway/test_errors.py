@@ -149,3 +149,18 @@ async def test_nothing_survives_filters_503_names_reasons(client: httpx.AsyncCli
     msg = str(err["message"])
     assert "a/strong: region 'us' is not 'eu'" in msg
     assert "b/fast: lacks capability json_schema" in msg
+
+
+async def test_per_deployment_timeouts(client: httpx.AsyncClient,
+                                       fresh_mocks: tuple[MockOpenAI, MockOpenAI]) -> None:
+    a, _ = fresh_mocks
+    for stream in (False, True):
+        a.script(latency=0.6)
+        r = await client.post("/chat/completions", json={"model": "a/quick", "messages": MSG,
+                                                         "stream": stream})
+        assert_error(r, 504)
+        assert "0.3s" in r.json()["error"]["message"]
+        a.script(latency=0.6)  # the provider's own limit (1 s) lets it through
+        r = await client.post("/chat/completions", json={"model": "a/strong", "messages": MSG,
+                                                         "stream": stream})
+        assert r.status_code == 200

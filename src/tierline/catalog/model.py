@@ -67,6 +67,10 @@ class Deployment(_Strict):
     profile: str | None = None  # the learned router's model profile for this deployment
     weight: float = Field(1.0, ge=0)  # for the `weighted` strategy
     last_resort: bool | None = None  # only after every other candidate (default: embedded)
+    # per-deployment overrides of the provider's timeouts (seconds)
+    first_token_timeout: float | None = Field(None, gt=0)
+    idle_timeout: float | None = Field(None, gt=0)
+    total_timeout: float | None = Field(None, gt=0)
     # embedded models only
     path: str | None = None
     n_ctx: int | None = Field(None, gt=0)

@@ -80,7 +80,8 @@ class AnthropicProvider:
         json_tool = payload.get("tool_choice", {}).get("name") == JSON_TOOL
         status, headers, raw = await self.http.request(
             "POST", self.url, deployment=deployment.name, headers=self._headers,
-            body=orjson.dumps(payload), timeout=self.http.timeouts.total)
+            body=orjson.dumps(payload),
+            timeout=self.http.timeouts.of_deployment(deployment).total)
         if status >= 400:
             raise status_error(status, raw, headers, deployment.name)
         msg = loads_object(raw, deployment.name, "response")
@@ -94,8 +95,8 @@ class AnthropicProvider:
         name = deployment.name
         payload = build_payload(request, deployment, stream=True)
         json_tool = payload.get("tool_choice", {}).get("name") == JSON_TOOL
-        t = self.http.timeouts
-        resp = await self.http.open_stream(self.url, deployment=name,
+        t = self.http.timeouts.of_deployment(deployment)
+        resp = await self.http.open_stream(self.url, deployment=name, first_token=t.first_token,
                                            headers=self._stream_headers,
                                            body=orjson.dumps(payload))
         if resp.status >= 400:

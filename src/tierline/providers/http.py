@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from tierline.catalog.model import ProviderSpec
+from tierline.catalog.model import Deployment, ProviderSpec
 from tierline.errors import (
     ContentPolicyError,
     ContextLengthExceeded,
@@ -47,6 +47,14 @@ class Timeouts:
     def of(cls, spec: ProviderSpec) -> Timeouts:
         return cls(spec.connect_timeout, spec.first_token_timeout, spec.idle_timeout,
                    spec.total_timeout)
+
+    def of_deployment(self, dep: Deployment) -> Timeouts:
+        """These timeouts with the deployment's own overrides."""
+        if dep.first_token_timeout is None and dep.idle_timeout is None and \
+                dep.total_timeout is None:
+            return self
+        return Timeouts(self.connect, dep.first_token_timeout or self.first_token,
+                        dep.idle_timeout or self.idle, dep.total_timeout or self.total)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -211,19 +219,21 @@ class HttpClient:
             ) from e
 
     async def open_stream(
-        self, url: str, *, deployment: str, headers: Mapping[str, str], body: bytes
+        self, url: str, *, deployment: str, headers: Mapping[str, str], body: bytes,
+        first_token: float | None = None,
     ) -> UpstreamResponse:
         """POST and return the response once headers arrived (status checked by caller)."""
         fast = self._pool(url)
+        limit = first_token or self.timeouts.first_token
         try:
-            async with asyncio.timeout(self.timeouts.first_token):
+            async with asyncio.timeout(limit):
                 if fast is not None:
                     return await fast[0].request("POST", fast[1], headers, body)
                 return await self.session().post(url, data=body, headers=headers)
         except TimeoutError as e:
             raise UpstreamTimeout(
                 f"upstream {deployment!r} sent no response within "
-                f"{self.timeouts.first_token:g}s", deployment=deployment) from e
+                f"{limit:g}s", deployment=deployment) from e
         except aiohttp.ClientError as e:
             raise UpstreamConnectionError(
                 f"connection to upstream {deployment!r} failed: {type(e).__name__}",

@@ -77,7 +77,7 @@ class OpenAICompatProvider:
         status, headers, raw = await self.http.request(
             "POST", self.url, deployment=deployment.name, headers=self._headers,
             body=self._payload(request, deployment, stream=False),
-            timeout=self.http.timeouts.total)
+            timeout=self.http.timeouts.of_deployment(deployment).total)
         if status >= 400:
             raise status_error(status, raw, headers, deployment.name)
         body = loads_object(raw, deployment.name, "response")
@@ -98,10 +98,10 @@ class OpenAICompatProvider:
         self, request: ChatRequest, deployment: Deployment
     ) -> AsyncIterator[StreamChunk]:
         name = deployment.name
-        t = self.http.timeouts
+        t = self.http.timeouts.of_deployment(deployment)
         resp = await self.http.open_stream(
             self.url, deployment=name, headers=self._stream_headers,
-            body=self._payload(request, deployment, stream=True))
+            body=self._payload(request, deployment, stream=True), first_token=t.first_token)
         if resp.status >= 400:
             raise await self.http.read_error(resp, name)
         try:
