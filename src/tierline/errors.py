@@ -205,3 +205,14 @@ class UpstreamOverloaded(UpstreamError):
     status = 429
     type = "rate_limit_error"
     code = "model_overloaded"
+
+
+def log_text(err: TierlineError) -> str:
+    """What the request log and the server log keep of an error. An upstream's own message
+    may quote the request (prompt text), so it is reduced to the error class, the deployment
+    and the upstream status; the client still gets the full message in its response."""
+    if isinstance(err, UpstreamError):
+        status = f" HTTP {err.upstream_status}" if err.upstream_status else ""
+        code = f" ({err.code})" if err.code else ""
+        return f"{type(err).__name__} from {err.deployment or 'upstream'}{status}{code}"
+    return err.message

@@ -109,3 +109,18 @@ async def test_spend_cli(gateway: GatewayThread, client: httpx.AsyncClient,
     conn.close()
     assert Decimal(out["total_cost_usd"]) == Decimal(total) / PICO_PER_USD
     assert main(["spend", "--log", str(log_path(gateway)), "--by", "day"]) == 0
+
+
+async def test_prompt_text_quoted_by_an_upstream_stays_out_of_the_log(
+        gateway: GatewayThread, client: httpx.AsyncClient,
+        fresh_mocks: tuple[MockOpenAI, MockOpenAI]) -> None:
+    a, _ = fresh_mocks
+    secret = "my private diagnosis is XYZZY"
+    a.script(status=400, error_message=f"Invalid content: '{secret}'")
+    r = await client.post("/chat/completions", json={
+        "model": "a/strong", "messages": [{"role": "user", "content": secret}]})
+    assert r.status_code == 400 and secret in r.json()["error"]["message"]  # the client's own
+    rows = await wait_rows(log_path(gateway), {r.headers["x-request-id"]})
+    row = rows[r.headers["x-request-id"]]
+    assert row["error"] and "XYZZY" not in row["error"]
+    assert "XYZZY" not in (row["route_detail"] or "") and row["prompt"] is None

@@ -21,7 +21,7 @@ from tierline.accounting import tokens
 from tierline.accounting.log import LogRecord
 from tierline.accounting.pricing import cost_pico, usd, worst_case_pico
 from tierline.catalog.model import Deployment
-from tierline.errors import TierlineError, UpstreamError
+from tierline.errors import TierlineError, UpstreamError, log_text
 from tierline.gateway.asgi import (
     SSE_DONE,
     SSE_HEADERS,
@@ -146,7 +146,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     except ClientDisconnected:
         ctx.status, ctx.error = 499, "client disconnected"
     except TierlineError as e:
-        ctx.status, ctx.error = e.status, e.message
+        ctx.status, ctx.error = e.status, log_text(e)
         if isinstance(e, UpstreamError):
             if ctx.dep is None and e.deployment:
                 ctx.dep = gw.router.catalog.deployments.get(e.deployment)
@@ -251,7 +251,7 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
         # too late to fail over: tell the client inside the stream, log the partial usage
         gw.breakers.failure(dep.name)
         ctx.trace.failed(dep, e)
-        ctx.status, ctx.error = e.status, e.message
+        ctx.status, ctx.error = e.status, log_text(e)
         err = e.to_body()
         out.append(sse_event(orjson.dumps(err)) + SSE_DONE)
         await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})

@@ -27,6 +27,7 @@ from tierline.errors import (
     UpstreamError,
     UpstreamOverloaded,
     UpstreamStatusError,
+    log_text,
 )
 from tierline.providers.base import Provider
 from tierline.resilience.breaker import Breakers
@@ -54,7 +55,7 @@ class Trace:
     extra_estimated: bool = False
 
     def failed(self, dep: Deployment, err: UpstreamError) -> None:
-        self.attempts.append(Attempt(dep.name, err.message[:300], type(err).__name__,
+        self.attempts.append(Attempt(dep.name, log_text(err), type(err).__name__,
                                      err.upstream_status))
 
     def ok(self, dep: Deployment) -> None:
