@@ -7,6 +7,7 @@ the `tierline.providers` entry points, keyed by wire format; tests may inject th
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -120,6 +121,9 @@ class Gateway:
                     await warm(dep)
         for name in self.catalog.deployments:
             self.metrics.health.set((name,), 1)
+        # everything built so far lives as long as the app: keep it out of GC scans
+        gc.collect()
+        gc.freeze()
         self.started = True
 
     async def shutdown(self) -> None:
