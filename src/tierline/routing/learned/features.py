@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from .static_embed import StaticEmbedder
+
 __all__ = ["FeatureConfig", "Featurizer", "SparseVec"]
 
 IntArr = npt.NDArray[np.int64]
@@ -47,14 +49,30 @@ class FeatureConfig:
     char_weight: float = 1.0
     word_weight: float = 1.0
     shape_weight: float = 0.5
+    #: dims of the static MiniLM-distilled embedding (:mod:`.static_embed`) appended after
+    #: the hash buckets (0 = off); the group is L2-normalised and scaled by ``static_weight``
+    #: (64 / 4.0 picked on the validation carve-out of train, see docs/router-eval.md)
+    static_dims: int = 64
+    static_weight: float = 4.0
 
 
 class Featurizer:
     """Maps prompt text to a sparse hashed feature vector."""
 
-    def __init__(self, config: FeatureConfig | None = None, idf: FloatArr | None = None):
+    def __init__(
+        self,
+        config: FeatureConfig | None = None,
+        idf: FloatArr | None = None,
+        static: StaticEmbedder | None = None,
+    ):
         self.config = config or FeatureConfig()
-        self.dim = 1 << self.config.bits
+        self.hash_dim = 1 << self.config.bits
+        self.dim = self.hash_dim + self.config.static_dims
+        self.static: StaticEmbedder | None = None
+        if self.config.static_dims:
+            self.static = static if static is not None else StaticEmbedder.load()
+            if self.static.dim < self.config.static_dims:
+                raise ValueError("static embedding table has fewer dims than static_dims")
         self._shift = np.uint64(64 - self.config.bits)
         self.idf: FloatArr | None = idf
 
@@ -139,6 +157,13 @@ class Featurizer:
         if cfg.shape_weight:
             idx_parts.append(np.arange(N_SHAPE, dtype=np.int64))
             val_parts.append(self.shape_features(text) * np.float32(cfg.shape_weight))
+        if self.static is not None and cfg.static_weight:
+            d = cfg.static_dims
+            v = self.static.embed(text)[:d]
+            n = float(np.sqrt(v @ v))
+            if n > 0:
+                idx_parts.append(np.arange(self.hash_dim, self.hash_dim + d, dtype=np.int64))
+                val_parts.append(v * np.float32(cfg.static_weight / n))
         if not idx_parts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         idx = np.concatenate(idx_parts)
@@ -166,5 +191,6 @@ class Featurizer:
             df[self.raw(t)[0]] += 1.0
         idf = np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0
         idf[:N_SHAPE] = 1.0
+        idf[self.hash_dim :] = 1.0
         self.idf = idf.astype(np.float32)
         return self.idf

@@ -158,6 +158,8 @@ class LearnedRouter:
                 "char_weight": cfg.char_weight,
                 "word_weight": cfg.word_weight,
                 "shape_weight": cfg.shape_weight,
+                "static_dims": cfg.static_dims,
+                "static_weight": cfg.static_weight,
             },
             "base_models": self.base_models,
             "added": [n for n in self._names if n not in self.base_models],
@@ -195,6 +197,8 @@ class LearnedRouter:
                 char_weight=float(fc["char_weight"]),
                 word_weight=float(fc["word_weight"]),
                 shape_weight=float(fc["shape_weight"]),
+                static_dims=int(fc.get("static_dims", 0)),
+                static_weight=float(fc.get("static_weight", 0.0)),
             )
             feat = Featurizer(cfg, idf=z["idf"].astype(np.float32))
             heads = {
