@@ -43,9 +43,6 @@ class ServerSettings(_Strict):
     log_prompts: bool = False  # store prompt / answer text in the request log
     metrics: bool = True
     warmup: bool = False  # load embedded models at start-up instead of on first use
-    # how long a thread may hold the GIL while another waits (Python's default is 5 ms): the
-    # request-log writer must not stall the event loop for that long
-    gil_switch_interval_ms: float = Field(0.5, gt=0, le=100)
 
 
 class CatalogSettings(_Strict):

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,9 +44,7 @@ def worker_app() -> Gateway:
     file the parent loaded, through the environment."""
     from tierline.config import load_config
 
-    config = load_config(os.environ.get(WORKER_CONFIG_ENV) or None)
-    sys.setswitchinterval(config.server.gil_switch_interval_ms / 1000)
-    return create_app(config)
+    return create_app(load_config(os.environ.get(WORKER_CONFIG_ENV) or None))
 
 
 def serve(config: Config, *, host: str | None = None, port: int | None = None,
@@ -63,7 +60,6 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None,
     if not app.keys.enabled():
         log.warning("no API keys configured: the gateway runs open, on %s only "
                     "(set keys.master_key and create keys to require them)", host)
-    sys.setswitchinterval(config.server.gil_switch_interval_ms / 1000)
     names = ", ".join(app.catalog.deployments) or "none"
     log.info("serving %d deployments: %s", len(app.catalog.deployments), names)
     workers = config.server.workers
