@@ -82,10 +82,6 @@ class Gateway:
         self.started = False
         self.started_at = time.time()
 
-    @property
-    def needs_text(self) -> bool:
-        return self.config.routing.strategy == "learned"
-
     def predictor(self) -> QualityPredictor | None:
         if not self._predictor_loaded:
             self._predictor_loaded = True
@@ -112,8 +108,8 @@ class Gateway:
                 self.providers[name] = provider_factory(spec.wire)(spec)
         if self.config.server.request_log != "off":
             self.request_log = RequestLog(self.config.request_log_path())
-        if self.needs_text:
-            self.predictor()
+        if self.config.routing.strategy == "learned":
+            self.predictor()  # load the router now rather than on the first request
         if self.config.server.warmup:
             for dep in self.catalog.deployments.values():
                 warm = getattr(self.providers.get(dep.provider), "warmup", None)

@@ -108,7 +108,8 @@ class Router:
 
     # -- the pipeline -------------------------------------------------------------------
     def route(self, model: str, controls: dict[str, Any], constraints: Constraints,
-              prompt_text: str = "") -> RouteDecision:
+              prompt_text: str | Callable[[], str] = "") -> RouteDecision:
+        """`prompt_text` may be a callable: the text is built only if a prediction needs it."""
         cands = self.resolve(model)
         if controls.get("models"):
             wanted: list[Deployment] = []
@@ -200,14 +201,15 @@ class Router:
         return out
 
     def _learned(self, deps: list[Deployment], controls: dict[str, Any], c: Constraints,
-                 text: str, detail: dict[str, Any], by_quality: bool = False,
+                 text: str | Callable[[], str], detail: dict[str, Any],
+                 by_quality: bool = False,
                  ) -> tuple[list[Deployment], str]:
         predictor = self._predictor()
         profile_of = self.profile_of
         profiled = [d for d in deps if profile_of(d)]
         if predictor is None or not profiled:
             return self._cheapest(deps, c), "cheapest (no learned profiles for candidates)"
-        preds = predictor.predict(text)
+        preds = predictor.predict(text if isinstance(text, str) else text())
         q: dict[str, float | None] = {}
         cost: dict[str, float] = {}
         for d in deps:
