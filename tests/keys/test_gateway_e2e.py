@@ -54,6 +54,9 @@ async def test_keys_end_to_end(gw: tuple[GatewayThread, MockOpenAI]) -> None:
         assert r.status_code == 200, r.text
         kid, secret = r.json()["id"], r.json()["key"]
         auth = {"authorization": f"Bearer {secret}"}
+        assert (await c.get("/v1/models")).status_code == 401
+        assert (await c.get("/v1/models", headers=auth)).status_code == 200
+        assert (await c.get("/healthz")).status_code == 200
 
         r = await c.post("/v1/chat/completions", json={**chat, "model": "a/strong"},
                          headers=auth)

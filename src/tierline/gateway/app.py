@@ -23,6 +23,7 @@ from tierline.gateway.asgi import (
     Receive,
     Scope,
     Send,
+    request_headers,
     send_bytes,
     send_error,
     send_json,
@@ -181,6 +182,12 @@ class Gateway:
             return
         if method not in ("GET", "HEAD"):
             return await self._method_not_allowed(send, "GET")
+        if path not in ("/healthz", "/metrics") and self.keys.enabled():
+            try:  # the model list and deployment health are for key holders only
+                self.keys.authenticate(request_headers(scope))
+            except TierlineError as e:
+                await send_error(send, e, {"x-request-id": self.new_request_id()})
+                return
         await handler()(send)
 
     async def _method_not_allowed(self, send: Send, allowed: str) -> None:
