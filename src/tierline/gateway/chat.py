@@ -234,18 +234,26 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
     usage: Usage | None = None
     chunk: StreamChunk | None = first
     out: list[bytes] = []  # events to write together (chunks that arrived in one read)
+    waiting_first_token = True
     try:
         while chunk is not None:
             if chunk.usage is not None:
                 usage = chunk.usage
             else:
-                text.append(_delta_text(chunk.data))
+                delta = _delta_text(chunk.data)
+                text.append(delta)
                 data = chunk.raw if chunk.raw is not None else orjson.dumps(chunk.data)
                 out.append(b"data: " + data + b"\n\n")
-                if not chunk.more:
+                if not chunk.more or (delta and waiting_first_token):
                     await send({"type": "http.response.body", "body": b"".join(out),
                                 "more_body": True})
                     out.clear()
+                    if delta and waiting_first_token:
+                        # the first token is out: let the other streams' first tokens go
+                        # before this one's rest (a read can carry the whole answer)
+                        waiting_first_token = False
+                        if chunk.more:
+                            await asyncio.sleep(0)
             chunk = await anext(rest, None)
     except UpstreamError as e:
         # too late to fail over: tell the client inside the stream, log the partial usage
