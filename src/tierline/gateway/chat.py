@@ -6,7 +6,6 @@ writes its request-log row, metrics and live stats.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
@@ -26,6 +25,7 @@ from tierline.gateway.asgi import (
     SSE_DONE,
     SSE_HEADERS,
     ClientDisconnected,
+    Message,
     Receive,
     Scope,
     Send,
@@ -201,23 +201,38 @@ async def _complete(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deploym
 async def _stream(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
                   send: Send, receive: Receive) -> None:
     """Stream, while watching for the client going away: then the upstream call is
-    cancelled at once (no tokens generated for nobody) and the partial usage is logged."""
+    cancelled at once (no tokens generated for nobody) and the partial usage is logged.
+
+    The stream is pumped in this task; a watcher task cancels it when the client
+    disconnects (one task per stream instead of two plus an `asyncio.wait`)."""
     text: list[str] = []
-    pump = asyncio.ensure_future(_pump(gw, ctx, req, chain, send, text))
-    watch = asyncio.ensure_future(receive())
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+    pumping = True
+
+    def on_message(f: asyncio.Future[Message]) -> None:
+        nonlocal gone
+        if pumping and not f.cancelled() and f.exception() is None \
+                and f.result().get("type") == "http.disconnect":
+            gone = True
+            task.cancel()
+
+    watch: asyncio.Future[Message] = asyncio.ensure_future(receive())
+    watch.add_done_callback(on_message)
     try:
-        await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+        await _pump(gw, ctx, req, chain, send, text)
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        if ctx.dep is not None:
+            _settle_usage(ctx, req, None, "".join(text))
+        raise ClientDisconnected() from None
     finally:
-        if not pump.done():
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-            watch.cancel()
-            if ctx.dep is not None:
-                _settle_usage(ctx, req, None, "".join(text))
-            raise ClientDisconnected()
+        pumping = False
+        watch.remove_done_callback(on_message)
         watch.cancel()
-    pump.result()
 
 
 async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
