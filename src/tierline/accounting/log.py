@@ -1,30 +1,35 @@
 """The request log: one row per client request, written exactly once.
 
-Rows are handed to a writer thread through a queue (O(1) on the hot path) and inserted
-in batches into SQLite in WAL mode; the request id is the primary key, so a row can never
-be written twice. `close()` drains the queue.
+The event loop only appends a tuple per request; every `interval` (50 ms) the batch goes,
+as one JSON line, down a pipe to a writer *process* (`log_writer.py`, niced) that inserts it
+into SQLite in WAL mode. The request id is the primary key, so a row can never be written
+twice; `close()` flushes, ends the pipe and waits for the writer.
 
-A batch goes to SQLite as multi-row `INSERT ... VALUES (...), (...), ...` statements, not
-`executemany`: executemany hands the GIL back and forth once per row (bind under the GIL,
-step without it), and every hand-off can stall the event loop behind a writer thread that
-the OS has just preempted while holding the GIL. One statement per up to 128 rows binds in
-one C call and steps once with the GIL released (and is ~15 % cheaper).
+Why a process: with a writer thread, SQLite work ran under the same GIL as the event loop;
+each hand-off could stall the loop behind a thread the OS had just preempted (the c = 1 p99
+tail in docs/performance.md). A batch is inserted with multi-row `INSERT ... VALUES`
+statements (one bind and one step per up to 128 rows), ~15 % cheaper than `executemany`.
+Without a running event loop (scripts, tests) every `write()` is sent at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import logging
 import operator
-import queue
+import os
 import sqlite3
-import threading
-import time
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 log = logging.getLogger("tierline.log")
 
@@ -107,81 +112,165 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def insert_batch(conn: sqlite3.Connection, rows: list[tuple[Any, ...]] | list[list[Any]]
+                 ) -> tuple[int, int]:
+    """Insert rows (in `COLUMNS` order); returns (written, failed). A failing batch is
+    retried row by row, so one bad row (say, a duplicate id) cannot lose the others."""
+    try:
+        with conn:
+            for i in range(0, len(rows), _ROWS_PER_STATEMENT):
+                part = rows[i:i + _ROWS_PER_STATEMENT]
+                conn.execute(_insert_rows(len(part)), list(chain.from_iterable(part)))
+        return len(rows), 0
+    except sqlite3.Error:
+        written = failed = 0
+        for t in rows:
+            try:
+                with conn:
+                    conn.execute(_INSERT, t)
+                written += 1
+            except sqlite3.Error as e:
+                failed += 1
+                log.error("request log: could not write request %s: %s", t[0], e)
+        return written, failed
+
+
+_PIPE_BYTES = 1 << 20  # ask for a 1 MiB pipe (Linux); the default 64 KiB is ~250 rows
+
+
 class RequestLog:
-    """Batched, thread-backed SQLite writer. `write()` never blocks on disk."""
+    """Batched SQLite request log written by a child process. `write()` never blocks."""
 
     def __init__(self, path: Path, *, batch: int = 512, interval: float = 0.05) -> None:
         self.path = path
         self._batch = batch
         self._interval = interval
-        self._q: queue.SimpleQueue[LogRecord | None] = queue.SimpleQueue()
-        self._conn = connect(path)
+        self._rows: list[tuple[Any, ...]] = []
+        self._pending = bytearray()  # encoded, not yet taken by the pipe
+        self._timer: asyncio.TimerHandle | None = None
         self._written = 0
         self._failed = 0
-        self._thread = threading.Thread(target=self._run, name="tierline-request-log",
-                                        daemon=True)
-        self._thread.start()
+        connect(path).close()  # the table exists (and the path is writable) from now on
+        self._proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tierline.accounting.log_writer", str(self.path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        assert proc.stdin is not None
+        fd = proc.stdin.fileno()
+        try:
+            fcntl.fcntl(fd, 1031, _PIPE_BYTES)  # F_SETPIPE_SZ
+        except OSError:
+            pass
+        os.set_blocking(fd, False)
+        return proc
 
     @property
     def written(self) -> int:
+        """Rows the writer confirmed (known after `close()`)."""
         return self._written
 
+    @property
+    def failed(self) -> int:
+        return self._failed
+
     def write(self, rec: LogRecord) -> None:
-        self._q.put(rec)
-
-    def _drain(self, first: LogRecord) -> tuple[list[LogRecord], bool]:
-        rows = [first]
-        stop = False
-        while len(rows) < self._batch:
+        self._rows.append(_ROW(rec))
+        if len(self._rows) >= self._batch:
+            self._flush()
+        elif self._timer is None:
             try:
-                item = self._q.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                stop = True
-                break
-            rows.append(item)
-        return rows, stop
-
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._flush()
                 return
-            if self._q.qsize() < self._batch:
-                # let rows accumulate: one transaction per interval, not one per request
-                # (this thread competes for the GIL with the event loop)
-                time.sleep(self._interval)
-            rows, stop = self._drain(item)
-            self._insert(rows)
-            if stop:
-                return
+            self._timer = loop.call_later(self._interval, self._flush)
 
-    def _insert(self, rows: list[LogRecord]) -> None:
-        tuples = [_ROW(r) for r in rows]
+    def _encode(self, rows: list[tuple[Any, ...]]) -> bytes:
         try:
-            with self._conn:
-                for i in range(0, len(tuples), _ROWS_PER_STATEMENT):
-                    part = tuples[i:i + _ROWS_PER_STATEMENT]
-                    self._conn.execute(_insert_rows(len(part)), list(chain.from_iterable(part)))
-            self._written += len(rows)
-        except sqlite3.Error:
-            # fall back to one by one so one bad row cannot lose a batch
-            for t in tuples:
+            return orjson.dumps(rows) + b"\n"
+        except TypeError:  # a value orjson refuses (e.g. a lone surrogate): row by row
+            good = []
+            for r in rows:
                 try:
-                    with self._conn:
-                        self._conn.execute(_INSERT, t)
-                    self._written += 1
-                except sqlite3.Error as e:
+                    orjson.dumps(r)
+                    good.append(r)
+                except TypeError:
                     self._failed += 1
-                    log.error("request log: could not write request %s: %s", t[0], e)
+                    log.error("request log: could not encode request %s", r[0])
+            return orjson.dumps(good) + b"\n"
+
+    def _flush(self) -> None:
+        self._timer = None
+        if self._rows:
+            self._pending += self._encode(self._rows)
+            self._rows = []
+        if self._pending:
+            self._send()
+
+    def _send(self) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            n = os.write(stdin.fileno(), self._pending)
+            del self._pending[:n]
+        except BlockingIOError:
+            pass
+        except (BrokenPipeError, OSError) as e:
+            log.error("request log: the writer process stopped (%s); restarting it", e)
+            self._reap()
+            self._proc = self._spawn()
+            return self._retry_later()
+        if self._pending:
+            self._retry_later()
+
+    def _retry_later(self) -> None:
+        if self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(self._interval,
+                                                                     self._flush)
+            except RuntimeError:
+                pass  # no loop: the next write() or close() sends it
+
+    def _reap(self) -> None:
+        proc = self._proc
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+            proc.stdin = None  # communicate() must not flush it
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        try:
+            summary = orjson.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        except (orjson.JSONDecodeError, IndexError):
+            summary = {}
+        self._written += int(summary.get("written", 0))
+        self._failed += int(summary.get("failed", 0))
 
     def close(self) -> None:
-        """Flush everything queued and stop the writer."""
-        if self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join()
-        self._conn.close()
+        """Send everything, end the pipe and wait for the writer to finish."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._rows:
+            self._pending += self._encode(self._rows)
+            self._rows = []
+        stdin = self._proc.stdin
+        if stdin is not None and not stdin.closed:
+            os.set_blocking(stdin.fileno(), True)
+            try:
+                while self._pending:
+                    n = os.write(stdin.fileno(), self._pending)
+                    del self._pending[:n]
+            except OSError as e:
+                log.error("request log: %d bytes not written: %s", len(self._pending), e)
+        self._reap()
 
 
 def read_rows(path: Path, where: str = "", params: tuple[Any, ...] = ()
