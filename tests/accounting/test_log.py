@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tierline.accounting import log as request_log
+from tierline.accounting import logdb as request_log
 from tierline.accounting.log import LogRecord, RequestLog, read_rows
 
 
@@ -54,8 +54,8 @@ def test_a_bad_row_does_not_lose_its_batch(tmp_path: Path) -> None:
 
 
 def test_statements_bind_at_most_the_sqlite_limit() -> None:
-    sql = request_log._insert_rows(request_log._ROWS_PER_STATEMENT)
-    assert sql.count("?") == request_log._ROWS_PER_STATEMENT * len(request_log.COLUMNS)
+    sql = request_log.insert_rows(request_log.ROWS_PER_STATEMENT)
+    assert sql.count("?") == request_log.ROWS_PER_STATEMENT * len(request_log.COLUMNS)
     assert sql.count("?") <= 32766
 
 

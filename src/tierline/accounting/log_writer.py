@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from tierline.accounting.log import connect, insert_batch
+from tierline.accounting.logdb import connect, insert_batch
 
 
 def main(argv: list[str]) -> int:
