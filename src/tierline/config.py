@@ -37,6 +37,9 @@ class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
+    # HTTP server: tierline's own (gateway/h1.py) or uvicorn (for what ours does not do)
+    http: Literal["tierline", "uvicorn"] = "tierline"
+    keep_alive_timeout: float = Field(75.0, gt=0)  # idle client connections closed after
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_output_tokens_limit: int = Field(262_144, ge=1)  # larger max_tokens is refused (400)
     request_log: str | None = None  # SQLite path; default <data dir>/requests.sqlite3

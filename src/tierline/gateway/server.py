@@ -17,6 +17,7 @@ import uvicorn
 from tierline.config import Config
 from tierline.errors import ConfigError
 from tierline.gateway.app import Gateway, create_app
+from tierline.gateway.h1server import H1Server
 from tierline.keys.auth import open_mode_problem
 
 log = logging.getLogger("tierline.server")
@@ -63,6 +64,18 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None,
     names = ", ".join(app.catalog.deployments) or "none"
     log.info("serving %d deployments: %s", len(app.catalog.deployments), names)
     workers = config.server.workers
+    if config.server.http == "tierline":
+        from tierline.gateway import h1server
+
+        if workers > 1:
+            log.info("starting %d worker processes", workers)
+            h1server.run_workers(workers, host, port, config_path)
+        else:
+            server = h1server.H1Server(app, host, port,
+                                       keep_alive_timeout=config.server.keep_alive_timeout)
+            with asyncio.Runner(loop_factory=h1server.new_loop) as runner:
+                runner.run(server.serve(install_signals=True))
+        return
     if workers > 1:
         # N processes share the port; each runs its own app (budgets, limits and circuit
         # breakers are per process; the request log is one SQLite file in WAL mode)
@@ -93,8 +106,13 @@ class GatewayThread:
         self.app = app or create_app(config)
         self.host = host
         self.port = port or free_port(host)
-        self._server = uvicorn.Server(_uvicorn_config(self.app, self.host, self.port,
-                                                      log_level="warning"))
+        self._server: uvicorn.Server | H1Server
+        if self.app.config.server.http == "tierline":
+            self._server = H1Server(self.app, self.host, self.port,
+                                    keep_alive_timeout=self.app.config.server.keep_alive_timeout)
+        else:
+            self._server = uvicorn.Server(_uvicorn_config(self.app, self.host, self.port,
+                                                          log_level="warning"))
         self._thread = threading.Thread(target=self._run, name="tierline-gateway", daemon=True)
 
     @property
@@ -126,7 +144,10 @@ class GatewayThread:
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
+        if isinstance(self._server, H1Server):
+            self._server.request_exit()
+        else:
+            self._server.should_exit = True
         self._thread.join(timeout=30)
 
     def __enter__(self) -> GatewayThread:

@@ -1,0 +1,432 @@
+"""A lean HTTP/1.1 server protocol for the gateway's ASGI app (httptools + asyncio).
+
+Why not uvicorn on the hot path: its send path writes the status line and headers in one
+syscall and the body in another, re-validates every header with regexes and builds a dict
+per message; at ~4,000 req/s on one core those were the largest single share of the
+gateway's CPU (docs/performance.md). This protocol implements what the app needs:
+
+* keep-alive, HTTP/1.0, `Connection: close`, pipelined requests (answered in order),
+  chunked and content-length request bodies, `Expect: 100-continue`, HEAD;
+* the status line and headers go out *with the first body part* (one write per JSON reply;
+  headers + first event for a stream); chunked transfer encoding when the app sets no
+  content-length;
+* back-pressure both ways (reading pauses while a body waits to be consumed or while a
+  pipelined request waits; `send` waits while the socket buffer is full);
+* `receive()` returns `http.disconnect` when the client goes away (the gateway cancels the
+  upstream call) or once the response is complete;
+* protocol errors answered as OpenAI-shaped JSON (400 malformed, 414 URL too long,
+  431 headers too large), then the connection is closed; a crashing app gets a 500 without
+  details (or a closed connection if the response had started).
+
+Limits: 8 KiB request line, 64 KiB of headers, idle keep-alive connections closed by the
+server's sweeper (`H1Server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import httptools
+import orjson
+
+if TYPE_CHECKING:
+    from tierline.gateway.asgi import Message
+    from tierline.gateway.h1server import H1Server
+
+log = logging.getLogger("tierline.http")
+
+MAX_URL = 8 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+BODY_HIGH_WATER = 256 * 1024  # pause reading while this much body waits for the app
+
+STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BAD_HEADER = (b"\r", b"\n", b"\0")
+
+
+def error_response(status: int, message: str, code: str) -> bytes:
+    body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error",
+                                   "param": None, "code": code}})
+    return (STATUS_LINES[status] + b"content-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+
+
+class Cycle:
+    """One request and its response."""
+
+    __slots__ = (
+        "body",
+        "body_read",
+        "buffered",
+        "chunked",
+        "complete",
+        "conn",
+        "disconnected",
+        "expect_continue",
+        "head",
+        "head_request",
+        "keep_alive",
+        "more_body",
+        "remaining",
+        "scope",
+        "started",
+        "waiter",
+    )
+
+    def __init__(self, conn: H1Connection, scope: dict[str, Any], keep_alive: bool,
+                 expect_continue: bool) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.body: list[bytes] = []
+        self.buffered = 0  # bytes in `body`
+        self.body_read = False  # the app has received the last part of the body
+        self.more_body = True  # the parser has not seen the end of the body yet
+        self.expect_continue = expect_continue
+        self.started = False
+        self.complete = False
+        self.chunked = False
+        self.remaining = 0  # bytes of body still due under content-length
+        self.head: bytes | None = None  # status line + headers not yet written
+        self.head_request = scope["method"] == "HEAD"
+        self.disconnected = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _wait(self) -> None:
+        self.waiter = self.conn.loop.create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    # -- ASGI ------------------------------------------------------------------------------
+    async def receive(self) -> Message:
+        conn = self.conn
+        if self.expect_continue and not self.started and not self.disconnected:
+            self.expect_continue = False
+            conn.write(CONTINUE)
+        if not self.body_read:
+            while not self.body and self.more_body and not self.disconnected:
+                conn.resume_reading()
+                await self._wait()
+            if self.disconnected:
+                return {"type": "http.disconnect"}
+            data = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+            self.body.clear()
+            self.buffered = 0
+            self.body_read = not self.more_body
+            conn.resume_reading()
+            return {"type": "http.request", "body": data, "more_body": self.more_body}
+        while not self.disconnected and not self.complete:
+            await self._wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        conn = self.conn
+        if self.disconnected:
+            return
+        kind = message["type"]
+        if not self.started:
+            if kind != "http.response.start":
+                raise RuntimeError(f"expected http.response.start, got {kind!r}")
+            self.started = True
+            self.expect_continue = False
+            self.head = self._head(message["status"], message.get("headers") or ())
+            return
+        if kind != "http.response.body" or self.complete:
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+        body: bytes = message.get("body", b"")
+        more: bool = message.get("more_body", False)
+        if self.head_request:
+            data = b""
+        elif self.chunked:
+            data = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
+            if not more:
+                data += b"0\r\n\r\n"
+        else:
+            if len(body) > self.remaining:
+                raise RuntimeError("response body longer than its content-length")
+            self.remaining -= len(body)
+            data = body
+        if self.head is not None:
+            data = self.head + data
+            self.head = None
+        if data:
+            conn.write(data)
+        if not more:
+            if not self.head_request and not self.chunked and self.remaining:
+                raise RuntimeError("response body shorter than its content-length")
+            self.complete = True
+            self.wake()
+        elif conn.write_paused:
+            await conn.drain()
+
+    def _head(self, status: int, headers: Any) -> bytes:
+        line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+        out = [line]
+        length: int | None = None
+        for name, value in headers:
+            if any(c in name or c in value for c in _BAD_HEADER):
+                raise RuntimeError("invalid character in a response header")
+            lname = name.lower()
+            if lname == b"content-length":
+                length = int(value)
+                continue  # written once, below
+            elif lname == b"connection" and b"close" in value.lower():
+                self.keep_alive = False
+                continue
+            elif lname == b"transfer-encoding":
+                continue  # decided here
+            out += (lname, b": ", value, b"\r\n")
+        if length is not None:
+            out += (b"content-length: %d\r\n" % length,)
+            self.remaining = 0 if self.head_request else length
+        elif status in (204, 304) or status < 200:
+            self.remaining = 0
+        else:
+            self.chunked = not self.head_request
+            if self.chunked:
+                out.append(b"transfer-encoding: chunked\r\n")
+        if not self.keep_alive or self.more_body:
+            # a reply before the whole request body arrived: the rest of it would have to
+            # be read and thrown away; closing is cheaper and safer
+            self.keep_alive = False
+            out.append(b"connection: close\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
+
+    async def run(self, app: Any) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        except BaseException as e:
+            if not isinstance(e, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+                log.exception("the app failed on %s %s", self.scope["method"],
+                              self.scope["path"])
+            if not self.started and not self.disconnected:
+                self.keep_alive = False
+                self.conn.write(error_response(500, "internal server error", "internal_error"))
+                self.complete = True
+            elif not self.complete:
+                self.keep_alive = False
+            if not isinstance(e, Exception):
+                raise
+        else:
+            if not self.complete and not self.disconnected:
+                if self.head is not None or not self.started:
+                    log.error("the app returned without a complete response")
+                    self.keep_alive = False
+                    if not self.started:
+                        self.conn.write(error_response(500, "internal server error",
+                                                       "internal_error"))
+                else:
+                    self.keep_alive = False
+        finally:
+            self.conn.cycle_done(self)
+
+
+class H1Connection(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: H1Server) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.app = server.app
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client: tuple[str, int] | None = None
+        self.sockname: tuple[str, int] | None = None
+        self.active: Cycle | None = None  # the request being answered
+        self.parsing: Cycle | None = None  # the request being read (pipelining: a later one)
+        self.queue: deque[Cycle] = deque()
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.read_paused = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.closing = False
+        self.idle_since: float | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- transport events ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        self.sockname = (str(sock[0]), int(sock[1])) if isinstance(sock, tuple) else None
+        self.idle_since = self.loop.time()
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        for c in (self.active, *self.queue):
+            if c is not None:
+                c.disconnected = True
+                c.wake()
+        self.queue.clear()
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.idle_since = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # no protocol switch here: the request is answered as plain HTTP, then the
+            # connection closes (whatever follows the headers is not HTTP/1.1)
+            if self.parsing is not None:
+                self.parsing.keep_alive = False
+                self.parsing.more_body = False
+                self.parsing.wake()
+            self.pause_reading()
+        except (httptools.HttpParserError, _Reject) as e:
+            # httptools wraps what a callback raises; ours carries the status to answer
+            r = e if isinstance(e, _Reject) else e.__context__
+            if isinstance(r, _Reject):
+                self._reject(r.status, r.message, r.code)
+            else:
+                self._reject(400, f"malformed HTTP request: {e}", "invalid_http")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    # -- parser callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > MAX_URL:
+            raise _Reject(414, "request URL too long", "url_too_long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise _Reject(431, "request headers too large", "headers_too_large")
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        try:
+            url = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            raise _Reject(400, "invalid request URL", "invalid_url") from None
+        raw_path: bytes = url.path or b"/"
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path, encoding="utf-8", errors="replace")
+        method = p.get_method().decode("latin-1")
+        scope: dict[str, Any] = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": p.get_http_version(), "server": self.sockname,
+            "client": self.client, "scheme": "http", "method": method, "root_path": "",
+            "path": path, "raw_path": raw_path, "query_string": url.query or b"",
+            "headers": self.headers,
+        }
+        expect = any(k == b"expect" and v.lower() == b"100-continue" for k, v in self.headers)
+        cycle = Cycle(self, scope, p.should_keep_alive(), expect)
+        self.parsing = cycle
+        if self.active is None:
+            self._start(cycle)
+        else:
+            self.queue.append(cycle)
+            self.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        c = self.parsing
+        if c is None or c.complete or c.disconnected:
+            return
+        c.body.append(body)
+        c.buffered += len(body)
+        if c.buffered > BODY_HIGH_WATER:
+            self.pause_reading()
+        c.wake()
+
+    def on_message_complete(self) -> None:
+        c = self.parsing
+        if c is not None:
+            c.more_body = False
+            c.wake()
+
+    # -- cycles ----------------------------------------------------------------------------
+    def _start(self, cycle: Cycle) -> None:
+        self.active = cycle
+        self.task = self.loop.create_task(cycle.run(self.app))
+
+    def cycle_done(self, cycle: Cycle) -> None:
+        self.active = None
+        self.task = None
+        if self.closing or self.transport is None:
+            return
+        if not cycle.keep_alive or cycle.more_body:
+            self.close()
+            return
+        if self.queue:
+            self._start(self.queue.popleft())
+        else:
+            self.idle_since = self.loop.time()
+            if self.server.should_exit:
+                self.close()
+                return
+        self.resume_reading()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        if not self.write_paused or self.closing:
+            return
+        self.drain_waiter = self.loop.create_future()
+        try:
+            await self.drain_waiter
+        finally:
+            self.drain_waiter = None
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closing:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closing:
+            if self.queue:
+                return  # a pipelined request is already waiting: no more for now
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.close()
+
+    def _reject(self, status: int, message: str, code: str) -> None:
+        if self.active is None or self.active.complete:
+            self.write(error_response(status, message, code))
+        self.close()
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code

@@ -1,0 +1,187 @@
+"""The gateway's HTTP server: listening socket(s), start-up / shutdown of the app, idle
+keep-alive sweeping, graceful stop, and N worker processes sharing a port.
+
+`H1Server(app, host, port).serve()` starts the app (providers, request log, router), then
+accepts connections (`h1.H1Connection`); `request_exit()` (or SIGINT / SIGTERM with
+`install_signals=True`) stops accepting, closes idle connections, lets requests in flight
+finish for up to `graceful_timeout` seconds, cancels the rest and shuts the app down.
+
+`run_workers(n, ...)` runs n processes, each its own event loop and app, on one port
+(SO_REUSEPORT: the kernel spreads connections over them); a worker that dies is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from tierline.gateway.h1 import H1Connection
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from tierline.gateway.app import Gateway
+
+log = logging.getLogger("tierline.server")
+
+
+class H1Server:
+    def __init__(self, app: Gateway, host: str, port: int, *, keep_alive_timeout: float = 75.0,
+                 graceful_timeout: float = 30.0, backlog: int = 4096,
+                 reuse_port: bool = False) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.keep_alive_timeout = keep_alive_timeout
+        self.graceful_timeout = graceful_timeout
+        self.backlog = backlog
+        self.reuse_port = reuse_port
+        self.connections: set[H1Connection] = set()
+        self.should_exit = False
+        self.started = False
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by serve
+        self._exit: asyncio.Event | None = None
+
+    def request_exit(self) -> None:
+        """Ask the server to stop (thread-safe)."""
+        self.should_exit = True
+        if self._exit is not None:
+            self.loop.call_soon_threadsafe(self._exit.set)
+
+    async def serve(self, *, install_signals: bool = False) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._exit = asyncio.Event()
+        if self.should_exit:
+            return
+        await self.app.startup()
+        server: asyncio.Server | None = None
+        try:
+            server = await self.loop.create_server(
+                lambda: H1Connection(self), self.host, self.port, backlog=self.backlog,
+                reuse_port=self.reuse_port or None)
+            if install_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    self.loop.add_signal_handler(sig, self.request_exit)
+            self.started = True
+            sweep = self.loop.call_later(self._sweep_every(), self._sweep)
+            try:
+                await self._exit.wait()
+            finally:
+                sweep.cancel()
+            server.close()
+            await self._drain_connections()
+        finally:
+            if server is not None:
+                server.close()
+            await self.app.shutdown()
+            self.started = False
+
+    def _sweep_every(self) -> float:
+        return max(0.05, min(5.0, self.keep_alive_timeout / 2))
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for c in list(self.connections):
+            if c.idle_since is not None and now - c.idle_since > self.keep_alive_timeout:
+                c.close()
+        if not self.should_exit:
+            self.loop.call_later(self._sweep_every(), self._sweep)
+
+    async def _drain_connections(self) -> None:
+        for c in list(self.connections):
+            if c.active is None:
+                c.close()
+        deadline = time.monotonic() + self.graceful_timeout
+        while any(c.active is not None for c in self.connections) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        tasks = [c.task for c in self.connections if c.task is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for c in list(self.connections):
+            c.close()
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return asyncio.new_event_loop()
+
+
+def run(app: Gateway, host: str, port: int, *, reuse_port: bool = False) -> None:
+    """Serve in the foreground until SIGINT / SIGTERM."""
+    server = H1Server(app, host, port, reuse_port=reuse_port)
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(server.serve(install_signals=True))
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail early, in the parent, if the port cannot be bound (with SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((host, port))
+
+
+def run_workers(n: int, host: str, port: int, config_path: str | None) -> None:
+    """n worker processes on one port; each builds its app from `config_path`."""
+    check_port(host, port)
+    ctx = multiprocessing.get_context("spawn")
+    procs: dict[int, BaseProcess] = {}
+    stopping = False
+
+    def start(i: int) -> None:
+        p = ctx.Process(target=_worker_main, args=(host, port, config_path),
+                        name=f"tierline-worker-{i}")
+        p.start()
+        procs[i] = p
+
+    def stop(_sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs.values():
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    started = {i: time.monotonic() for i in range(n)}
+    for i in range(n):
+        start(i)
+    while procs:
+        time.sleep(0.2)
+        for i, p in list(procs.items()):
+            if p.is_alive():
+                continue
+            p.join()
+            if stopping:
+                del procs[i]
+                continue
+            if time.monotonic() - started[i] < 5.0:
+                log.error("worker %d exited at start-up (code %s); stopping", i, p.exitcode)
+                stop(signal.SIGTERM, None)
+                del procs[i]
+                continue
+            log.warning("worker %d exited (code %s); starting a new one", i, p.exitcode)
+            started[i] = time.monotonic()
+            start(i)
+
+
+def _worker_main(host: str, port: int, config_path: str | None) -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from tierline.config import load_config
+    from tierline.gateway.app import create_app
+
+    run(create_app(load_config(config_path)), host, port, reuse_port=True)
