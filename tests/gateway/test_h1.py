@@ -291,3 +291,40 @@ async def test_status_line_and_headers_leave_with_the_first_body_part() -> None:
     await c.send({"type": "http.response.body", "body": b"{}"})
     writes = conn.transport.writes  # type: ignore[attr-defined]
     assert writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+
+
+@pytest.mark.parametrize("bad", [b"a\r\nx-evil: 1", b"a\nb", b"a\rb", b"a\0b"])
+async def test_response_splitting_is_refused(bad: bytes) -> None:
+    conn = H1Connection.__new__(H1Connection)
+    conn.transport = FakeTransport()  # type: ignore[assignment]
+    conn.closing = False
+    conn.write_paused = False
+    c = Cycle(conn, {"method": "GET", "path": "/"}, True, False)
+    c.more_body = False
+    with pytest.raises(RuntimeError, match="invalid character"):
+        await c.send({"type": "http.response.start", "status": 200,
+                      "headers": [(b"x-route", bad)]})
+
+
+@pytest.mark.parametrize("http", ["tierline", "uvicorn"])
+async def test_the_gateway_runs_on_either_server(
+        http: str, fresh_mocks: Any, tmp_path: Any) -> None:
+    import httpx
+
+    from tests.gateway.conftest import gateway_config
+    from tierline.gateway.server import GatewayThread
+
+    a, b = fresh_mocks
+    cfg = gateway_config(tmp_path, a.url, b.url, server={"http": http})
+    with GatewayThread(cfg) as g:
+        async with httpx.AsyncClient(base_url=g.base_url, timeout=30) as c:
+            r = await c.post("/chat/completions", json={
+                "model": "b/fast", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"authorization": "Bearer x"})
+            assert r.status_code == 200, r.text
+            assert r.headers["x-tierline-model"] == "b/fast"
+            async with c.stream("POST", "/chat/completions", json={
+                    "model": "b/fast", "stream": True,
+                    "messages": [{"role": "user", "content": "hi"}]}) as s:
+                text = "".join([line async for line in s.aiter_lines()])
+            assert s.status_code == 200 and text.endswith("data: [DONE]")
