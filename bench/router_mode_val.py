@@ -113,7 +113,7 @@ def main() -> None:
             "logit_gain": ls - lw,
             "p_strong_better": ps * (1 - pw),
         }
-        for a in (0.25, 0.5, 0.75):
+        for a in (0.25, 0.5, 0.75, 1.25, 1.5, 2.0):  # = a * P_s - P_w (+ const)
             scores[f"blend_a{a}"] = a * (ps - pw) + (1 - a) * (1 - pw)
         for k in (10, 30, 100):
             for nm, kn in (("sparse", knn_sp[k]), ("dense", knn_de[k])):
@@ -121,6 +121,10 @@ def main() -> None:
                 scores[f"knn_{nm}{k}_thr"] = kn[:, 1]
                 for b in (0.25, 0.5):
                     scores[f"gain+knn_{nm}{k}_gain_b{b}"] = (1 - b) * (ps - pw) + b * kn[:, 0]
+                    for a in (0.5, 0.75, 1.5):  # blend of the kNN-mixed probabilities
+                        pk_s = (1 - b) * ps + b * (kn[:, 0] + 1 - kn[:, 1])
+                        pk_w = (1 - b) * pw + b * (1 - kn[:, 1])
+                        scores[f"a{a}*Ps-Pw,knn_{nm}{k}_b{b}"] = a * pk_s - pk_w
                     scores[f"blend0.5+knn_{nm}{k}_b{b}"] = (1 - b) * (
                         0.5 * (ps - pw) + 0.5 * (1 - pw)
                     ) + b * (0.5 * kn[:, 0] + 0.5 * kn[:, 1])
