@@ -41,6 +41,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config=FeatureConfig(bits=args.bits),
         C=args.C,
         shared_scale=args.shared_scale,
+        knn=not args.no_knn,
         log=log,
     )
     router.save(args.output)
@@ -168,6 +169,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=None,
         help="weight of the shared multi-task block, 0 = independent regressions "
         "(default: picked per model group on a validation split of the train data)",
+    )
+    t.add_argument(
+        "--no-knn",
+        action="store_true",
+        help="no nearest-neighbour evidence (default: its (k, weight) is validated per group)",
     )
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_guarded(_cmd_train))

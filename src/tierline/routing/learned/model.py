@@ -9,16 +9,23 @@ Model (factorised, "prompt representation x per-model vector"):
 * ``P(good | x, m) = sigmoid(u_m . z(x) + b_m)``.  For a base model ``u_m`` is its unit vector;
   :meth:`LearnedRouter.add_profile` fits ``u_m, b_m`` of a new model on a few hundred labelled
   prompts without touching ``E`` or the other profiles.
+* Optional local evidence (:class:`KnnGroup`, chosen per model group at training time): for
+  the base models of a group, ``P = (1 - w) * sigmoid(...) + w * mean score of the k training
+  prompts nearest to x`` (cosine of the static-embedding part of ``phi``, int8-stored unit
+  vectors).  Added profiles use the linear part only.
 
 Only numpy is needed at run time.  The file format is a single ``.npz``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +33,15 @@ import numpy.typing as npt
 from .choose import choose
 from .features import FeatureConfig, Featurizer
 
-__all__ = ["LearnedRouter", "choose", "default_router_path"]
+__all__ = [
+    "KnnGroup",
+    "LearnedRouter",
+    "choose",
+    "default_router_path",
+    "dequantise_unit",
+    "knn_means",
+    "quantise_unit",
+]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -36,6 +51,51 @@ FORMAT_VERSION = 1
 def default_router_path() -> Path:
     """Path of the router shipped inside the package."""
     return Path(str(resources.files("tierline.routing.learned") / "default_router.npz"))
+
+
+def quantise_unit(v: npt.NDArray[np.floating]) -> npt.NDArray[np.int8]:
+    """Rows of ``v`` L2-normalised and stored as int8 (x 127); zero rows stay zero."""
+    a = np.asarray(v, dtype=np.float64)
+    n = np.linalg.norm(a, axis=1, keepdims=True)
+    q: npt.NDArray[np.int8] = np.round(a / np.maximum(n, 1e-12) * 127.0).astype(np.int8)
+    return q
+
+
+def dequantise_unit(q: npt.NDArray[np.int8]) -> F32:
+    """int8 rows of :func:`quantise_unit` back to unit float32 rows."""
+    a = q.astype(np.float32)
+    n = np.linalg.norm(a, axis=1, keepdims=True)
+    out: F32 = a / np.maximum(n, np.float32(1e-12))
+    return out
+
+
+@dataclass
+class KnnGroup:
+    """Nearest-neighbour evidence for the base models ``models`` of one training group.
+
+    ``vecs`` (n, static_dims) int8 unit vectors of the group's training prompts (see
+    :func:`quantise_unit`), ``scores`` (n, len(models)) their outcomes; a prediction uses the
+    mean score of the ``k`` most cosine-similar prompts with weight ``weight``.
+    """
+
+    models: list[str]
+    k: int
+    weight: float
+    vecs: npt.NDArray[np.int8]
+    scores: F32
+
+
+def knn_means(V: F32, scores: F32, q: F32, k: int) -> F32:
+    """Mean of ``scores`` (n, c) over the ``k`` rows of ``V`` (n, d) most similar to each
+    column of ``q`` (d, m); shape (m, c)."""
+    sims = V @ q  # (n, m)
+    k = min(k, len(V))
+    if k >= len(V):
+        out: F32 = np.broadcast_to(scores.mean(axis=0), (q.shape[1], scores.shape[1])).copy()
+        return out
+    idx = np.argpartition(-sims, k - 1, axis=0)[:k]  # (k, m)
+    out = scores[idx].mean(axis=0).astype(np.float32)  # (m, c)
+    return out
 
 
 def _sigmoid(x: F64) -> F64:
@@ -54,6 +114,7 @@ class LearnedRouter:
         base_models: Sequence[str],
         heads: dict[str, tuple[F64, float]] | None = None,
         meta: dict[str, object] | None = None,
+        knn: Sequence[KnnGroup] | None = None,
     ) -> None:
         if encoder.shape != (featurizer.dim, len(base_models)):
             raise ValueError("encoder shape does not match featurizer / base models")
@@ -68,6 +129,24 @@ class LearnedRouter:
         for name, (u, b) in (heads or {}).items():
             self._heads[name] = (np.asarray(u, dtype=np.float64), float(b))
         self.meta: dict[str, object] = dict(meta or {})
+        self.knn: list[KnnGroup] = list(knn or [])
+        d = featurizer.config.static_dims
+        self._knn: list[tuple[F32, F32, list[int], int, float]] = []
+        for g in self.knn:
+            if g.vecs.ndim != 2 or g.vecs.shape[1] != d or d == 0:
+                raise ValueError("kNN vectors do not match the static embedding dims")
+            if g.scores.shape != (len(g.vecs), len(g.models)):
+                raise ValueError("kNN scores shape does not match its vectors / models")
+            if any(m not in self.base_models for m in g.models) or g.k < 1:
+                raise ValueError("kNN group models must be base models, k >= 1")
+            cols = [self.base_models.index(m) for m in g.models]
+            V = dequantise_unit(g.vecs)
+            self._knn.append((V, g.scores.astype(np.float32), cols, g.k, float(g.weight)))
+        ends = np.cumsum([0] + [len(t[0]) for t in self._knn])
+        self._knn_spans = [(int(a), int(b)) for a, b in itertools.pairwise(ends)]
+        self._knn_all: F32 = np.ascontiguousarray(
+            np.concatenate([t[0] for t in self._knn]) if self._knn else np.zeros((0, d), np.float32)
+        )
         self._refresh()
 
     def _refresh(self) -> None:
@@ -81,11 +160,53 @@ class LearnedRouter:
         """Names of the models this router knows."""
         return list(self._names)
 
+    def _z(self, idx: npt.NDArray[np.int64], val: F32) -> F64:
+        z = val @ self.encoder[idx] if len(idx) else np.zeros(len(self.base_models), np.float32)
+        return (z + self.encoder_bias).astype(np.float64)
+
+    def _static(self, idx: npt.NDArray[np.int64], val: F32) -> F32 | None:
+        """Unit static-embedding part of a feature vector (``None`` if absent)."""
+        h = self.featurizer.hash_dim
+        mask = idx >= h
+        if not mask.any():
+            return None
+        s = np.zeros(self.featurizer.config.static_dims, np.float32)
+        s[idx[mask] - h] = val[mask]
+        n = float(np.sqrt(s @ s))
+        if n <= 0.0:
+            return None
+        out: F32 = s / np.float32(n)
+        return out
+
+    def _blend(self, P: F64, S: list[F32 | None]) -> F64:
+        """Mix the kNN evidence into the base models' columns of ``P`` (n, profiles)."""
+        if not self._knn:
+            return P
+        rows = [i for i, s in enumerate(S) if s is not None]
+        if not rows:
+            return P
+        Q = np.stack([s for s in S if s is not None], axis=1).astype(np.float32)  # (d, m)
+        if len(rows) == 1:  # one prompt (the gateway's case): one matrix-vector product
+            sims = self._knn_all @ Q[:, 0]
+            for (_, scores, cols, k, w), (a, b) in zip(self._knn, self._knn_spans, strict=True):
+                sg = sims[a:b]
+                kk = min(k, len(sg))
+                top = np.argpartition(-sg, kk - 1)[:kk] if kk < len(sg) else np.arange(len(sg))
+                r0 = rows[0]
+                P[r0, cols] = (1.0 - w) * P[r0, cols] + w * scores[top].mean(axis=0)
+            return P
+        for V, scores, cols, k, w in self._knn:
+            for s0 in range(0, Q.shape[1], 256):
+                r = rows[s0 : s0 + 256]
+                M = knn_means(V, scores, Q[:, s0 : s0 + 256], k)
+                sub = P[np.ix_(r, cols)]
+                P[np.ix_(r, cols)] = (1.0 - w) * sub + w * M
+        return P
+
     def encode(self, text: str) -> F64:
         """Frozen prompt representation ``z(x)`` (k floats)."""
         idx, val = self.featurizer.transform(text)
-        z = val @ self.encoder[idx] if len(idx) else np.zeros(len(self.base_models), np.float32)
-        return (z + self.encoder_bias).astype(np.float64)
+        return self._z(idx, val)
 
     def encode_many(self, texts: Sequence[str]) -> F64:
         """``z`` for several prompts, shape (n, k)."""
@@ -95,13 +216,24 @@ class LearnedRouter:
 
     def predict(self, text: str) -> dict[str, float]:
         """P(good answer) per profile for one prompt."""
-        p = _sigmoid(self._U @ self.encode(text) + self._b)
-        return {n: float(v) for n, v in zip(self._names, p, strict=True)}
+        idx, val = self.featurizer.transform(text)
+        P = _sigmoid(self._U @ self._z(idx, val) + self._b)[None, :]
+        if self._knn:
+            P = self._blend(P, [self._static(idx, val)])
+        return dict(zip(self._names, P[0].tolist(), strict=True))
 
     def predict_many(self, texts: Sequence[str]) -> F64:
         """P(good answer), shape (n_texts, n_profiles), columns in :attr:`profiles` order."""
-        z = self.encode_many(texts)
-        return _sigmoid(z @ self._U.T + self._b)
+        if not texts:
+            return np.zeros((0, len(self._names)))
+        zs: list[F64] = []
+        ss: list[F32 | None] = []
+        for t in texts:
+            idx, val = self.featurizer.transform(t)
+            zs.append(self._z(idx, val))
+            ss.append(self._static(idx, val) if self._knn else None)
+        P = _sigmoid(np.stack(zs) @ self._U.T + self._b)
+        return self._blend(P, ss)
 
     # -- new models --------------------------------------------------------------------
     def add_profile(
@@ -164,10 +296,15 @@ class LearnedRouter:
             "base_models": self.base_models,
             "added": [n for n in self._names if n not in self.base_models],
             "meta": self.meta,
+            "knn": [{"models": g.models, "k": g.k, "weight": g.weight} for g in self.knn],
         }
         added = header["added"]
         assert isinstance(added, list)
         idf = self.featurizer.idf
+        knn_arrays: dict[str, Any] = {}
+        for i, g in enumerate(self.knn):
+            knn_arrays[f"knn_vecs_{i}"] = g.vecs.astype(np.int8)
+            knn_arrays[f"knn_scores_{i}"] = g.scores.astype(np.float16)
         with Path(path).open("wb") as fh:
             np.savez_compressed(
                 fh,
@@ -179,6 +316,7 @@ class LearnedRouter:
                     len(added), len(self.base_models)
                 ),
                 head_b=np.array([self._heads[n][1] for n in added], dtype=np.float64),
+                **knn_arrays,
             )
 
     @classmethod
@@ -205,6 +343,16 @@ class LearnedRouter:
                 n: (z["head_u"][i].astype(np.float64), float(z["head_b"][i]))
                 for i, n in enumerate(header["added"])
             }
+            knn = [
+                KnnGroup(
+                    models=list(g["models"]),
+                    k=int(g["k"]),
+                    weight=float(g["weight"]),
+                    vecs=z[f"knn_vecs_{i}"].astype(np.int8),
+                    scores=z[f"knn_scores_{i}"].astype(np.float32),
+                )
+                for i, g in enumerate(header.get("knn") or [])
+            ]
             return cls(
                 feat,
                 z["encoder"].astype(np.float32),
@@ -212,4 +360,5 @@ class LearnedRouter:
                 header["base_models"],
                 heads,
                 header.get("meta") or {},
+                knn,
             )

@@ -11,7 +11,10 @@ Procedure (deterministic: lbfgs, no sampling):
    prompt with score ``s`` counts as a positive with weight ``s`` and a negative with weight
    ``1 - s``);
 3. the stacked coefficient vectors form the frozen encoder ``E``; the base models' heads are
-   the identity (see :mod:`.model`).
+   the identity (see :mod:`.model`);
+4. per group, optional kNN evidence (``(k, weight)`` of :data:`KNN_GRID`, ``weight = 0`` = off)
+   over the static-embedding part of the features, picked by the same validation +
+   leave-one-source-out criterion as the regression options (:func:`_select`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 
 from .data import Example
 from .features import FeatureConfig, Featurizer
-from .model import LearnedRouter
+from .model import KnnGroup, LearnedRouter, dequantise_unit, knn_means, quantise_unit
 
 __all__ = ["build_matrix", "train_router"]
 
@@ -148,13 +151,16 @@ def _is_val(text: str) -> bool:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % 5 == 1
 
 
-def _pairwise_apgr(
-    examples: Sequence[Example], X: Any, fitted: dict[str, tuple[np.ndarray, float]]
-) -> float:
+def _probs(X: Any, fitted: dict[str, tuple[np.ndarray, float]]) -> dict[str, np.ndarray]:
+    """P(good) of every fitted model on every row of ``X``."""
+    return {m: 1 / (1 + np.exp(-(X @ w + b))) for m, (w, b) in fitted.items()}
+
+
+def _pairwise_apgr(examples: Sequence[Example], P: dict[str, np.ndarray]) -> float:
     """Mean RouteLLM APGR over every model pair of the group (gain score P_a - P_b)."""
     from .metrics import apgr, routellm_curve
 
-    names = sorted(fitted)
+    names = sorted(P)
     vals = []
     for a_i, a in enumerate(names):
         for b in names[a_i + 1 :]:
@@ -169,26 +175,19 @@ def _pairwise_apgr(
                 a2, b2 = a, b
             if abs(qa.mean() - qb.mean()) < 0.02:
                 continue
-            Xr = X[rows]
-            la = Xr @ fitted[a2][0] + fitted[a2][1]
-            lb = Xr @ fitted[b2][0] + fitted[b2][1]
-            score = 1 / (1 + np.exp(-la)) - 1 / (1 + np.exp(-lb))
+            score = P[a2][rows] - P[b2][rows]
             _, sh, q = routellm_curve(score, qa, qb)
             vals.append(apgr(sh, q, float(qa.mean()), float(qb.mean())))
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _argmax_quality(
-    examples: Sequence[Example], X: Any, fitted: dict[str, tuple[np.ndarray, float]]
-) -> float:
+def _argmax_quality(examples: Sequence[Example], P: dict[str, np.ndarray]) -> float:
     """Mean true score of the model with the highest predicted P(good) (many-model groups)."""
-    names = sorted(fitted)
+    names = sorted(P)
     rows = [i for i, e in enumerate(examples) if all(m in e.outcomes for m in names)]
     if not rows:
         return float("nan")
-    Xr = X[rows]
-    logits = np.stack([Xr @ fitted[m][0] + fitted[m][1] for m in names], axis=1)
-    pick = np.argmax(logits, axis=1)
+    pick = np.argmax(np.stack([P[m][rows] for m in names], axis=1), axis=1)
     q = [examples[i].outcomes[names[int(j)]].score for i, j in zip(rows, pick, strict=True)]
     return float(np.mean(q))
 
@@ -197,9 +196,14 @@ def _group_metric(
     examples: Sequence[Example], X: Any, fitted: dict[str, tuple[np.ndarray, float]]
 ) -> float:
     """Two models: pairwise APGR (RouteLLM); more: quality of the predicted-best model."""
-    if len(fitted) > 2:
-        return _argmax_quality(examples, X, fitted)
-    return _pairwise_apgr(examples, X, fitted)
+    return _prob_metric(examples, _probs(X, fitted))
+
+
+def _prob_metric(examples: Sequence[Example], P: dict[str, np.ndarray]) -> float:
+    """:func:`_group_metric` from predicted probabilities (one array per model)."""
+    if len(P) > 2:
+        return _argmax_quality(examples, P)
+    return _pairwise_apgr(examples, P)
 
 
 Fits = dict[str, tuple[np.ndarray, float]]
@@ -216,6 +220,46 @@ def _average(fits: Sequence[Fits]) -> Fits:
     }
 
 
+#: candidate kNN evidence per model group: (k, weight); weight 0 = off (listed first, so a
+#: tie keeps the plain logistic model)
+KNN_GRID: tuple[tuple[int, float], ...] = ((0, 0.0),) + tuple(
+    (k, w) for k in (50, 100, 200, 400) for w in (0.15, 0.25, 0.35, 0.5)
+)
+
+
+def _complete_rows(examples: Sequence[Example], idx: np.ndarray, group: list[str]) -> np.ndarray:
+    """Those of ``idx`` whose prompt has an outcome for every model of ``group``."""
+    return np.array(
+        [int(i) for i in idx if all(m in examples[int(i)].outcomes for m in group)], np.int64
+    )
+
+
+def _scores(examples: Sequence[Example], rows: np.ndarray, group: list[str]) -> np.ndarray:
+    return np.array(
+        [[examples[int(i)].outcomes[m].score for m in group] for i in rows], np.float32
+    ).reshape(len(rows), len(group))
+
+
+def _knn_table(
+    S: np.ndarray,
+    examples: Sequence[Example],
+    tr_idx: np.ndarray,
+    ev_idx: np.ndarray,
+    group: list[str],
+    ks: Sequence[int],
+) -> dict[int, np.ndarray]:
+    """Per k: kNN mean scores (len(ev_idx), len(group)) from the complete rows of ``tr_idx``."""
+    rows = _complete_rows(examples, tr_idx, group)
+    V = dequantise_unit(S[rows])
+    Y = _scores(examples, rows, group)
+    Q = dequantise_unit(S[ev_idx])
+    out: dict[int, np.ndarray] = {}
+    for k in ks:
+        parts = [knn_means(V, Y, Q[s : s + 512].T, k) for s in range(0, len(Q), 512)]
+        out[k] = np.concatenate(parts) if parts else np.zeros((0, len(group)), np.float32)
+    return out
+
+
 def _select(
     X: Any,
     examples: Sequence[Example],
@@ -223,7 +267,8 @@ def _select(
     group: list[str],
     cands: Sequence[tuple[float, float]],
     log: Any,
-) -> list[tuple[float, float]]:
+    S: np.ndarray | None = None,
+) -> tuple[list[tuple[float, float]], tuple[int, float]]:
     """Pick the candidate(s) for one group; a list of several means "average them".
 
     Options: each ``(C, shared_scale)`` of ``cands`` alone, and the average of all of them.
@@ -231,6 +276,8 @@ def _select(
     group's prompts come from several sources, averaged with the leave-one-source-out metric
     (fit on the other sources, score on the held-out one) - the router is meant for unseen
     prompt distributions, so generalisation across sources counts as much as in-domain fit.
+    Then, with the chosen option's fits, the ``(k, weight)`` of :data:`KNN_GRID` by the same
+    score (``S``: int8 static-embedding vectors of all prompts; ``None``: no kNN).
     """
     in_group = np.array([any(m in e.outcomes for m in group) for e in examples])
     val = np.array([_is_val(t) for t in texts]) & in_group
@@ -244,14 +291,14 @@ def _select(
             )
     options: list[list[tuple[float, float]]] = [[c] for c in cands] + [list(cands)]
     per_split: list[list[float]] = []
+    split_fits: list[list[Fits]] = []
     for tr_idx, ev_idx in splits:
         tr_ex = [examples[int(i)] for i in tr_idx]
         ev_ex = [examples[int(i)] for i in ev_idx]
         fits = [_fit_group(X[tr_idx], tr_ex, group, c, sc) for c, sc in cands]
-        per_split.append(
-            [_group_metric(ev_ex, X[ev_idx], f) for f in fits]
-            + [_group_metric(ev_ex, X[ev_idx], _average(fits))]
-        )
+        fits.append(_average(fits))
+        split_fits.append(fits)
+        per_split.append([_group_metric(ev_ex, X[ev_idx], f) for f in fits])
     res = np.array(per_split)
     scores = res[0] if len(res) == 1 else (res[0] + res[1:].mean(axis=0)) / 2.0
     for opt, row, sc_ in zip(options, res.T, scores, strict=True):
@@ -261,7 +308,36 @@ def _select(
                 f"  {name}: validation {row[0]:.4f}, LOSO {np.round(row[1:], 4).tolist()}, "
                 f"score {sc_:.4f}"
             )
-    return options[int(np.nanargmax(scores))]
+    best = int(np.nanargmax(scores))
+    if S is None:
+        return options[best], (0, 0.0)
+    ks = sorted({k for k, w in KNN_GRID if w > 0})
+    kres: list[list[float]] = []
+    for (tr_idx, ev_idx), fits in zip(splits, split_fits, strict=True):
+        ev_ex = [examples[int(i)] for i in ev_idx]
+        P = _probs(X[ev_idx], fits[best])
+        table = _knn_table(S, examples, tr_idx, ev_idx, group, ks)
+        row_ = []
+        for k, w in KNN_GRID:
+            if w <= 0:
+                row_.append(_prob_metric(ev_ex, P))
+                continue
+            row_.append(
+                _prob_metric(
+                    ev_ex,
+                    {m: (1 - w) * P[m] + w * table[k][:, j] for j, m in enumerate(group)},
+                )
+            )
+        kres.append(row_)
+    kr = np.array(kres)
+    kscores = kr[0] if len(kr) == 1 else (kr[0] + kr[1:].mean(axis=0)) / 2.0
+    if log is not None:
+        for (k, w), row, sc_ in zip(KNN_GRID, kr.T, kscores, strict=True):
+            log(
+                f"  kNN k={k} weight={w}: validation {row[0]:.4f}, "
+                f"LOSO {np.round(row[1:], 4).tolist()}, score {sc_:.4f}"
+            )
+    return options[best], KNN_GRID[int(np.nanargmax(kscores))]
 
 
 def train_router(
@@ -271,13 +347,15 @@ def train_router(
     C: float | None = None,
     shared_scale: float | None = None,
     min_examples: int = 20,
+    knn: bool = True,
     log: Any = None,
 ) -> LearnedRouter:
     """Train a router on ``examples`` (already filtered by split / flags).
 
     With ``C`` and ``shared_scale`` both ``None`` each model group picks one
     ``(C, shared_scale)`` of :data:`CANDIDATES` or their average by :func:`_select`
-    (validation carve-out of ``examples`` + leave-one-source-out), then is refitted on all.
+    (validation carve-out of ``examples`` + leave-one-source-out), then is refitted on all;
+    with ``knn`` (and static-embedding features) it also picks its kNN ``(k, weight)`` there.
     """
     if not examples:
         raise ValueError("no training examples")
@@ -294,18 +372,28 @@ def train_router(
         raise ValueError(f"no model has >= {min_examples} training outcomes")
     fitted: dict[str, tuple[np.ndarray, float]] = {}
     chosen: dict[str, list[list[float]]] = {}
+    knn_groups: list[KnnGroup] = []
+    S = None
+    if knn and feat.config.static_dims:
+        S = quantise_unit(X[:, feat.hash_dim :].toarray())
     for group in _groups(examples, kept):
         chosen_opts = [
             (C if C is not None else 0.5, shared_scale if shared_scale is not None else 2.0)
         ]
+        k_w = (0, 0.0)
         if len(group) > 1 and C is None and shared_scale is None:
-            chosen_opts = _select(X, examples, texts, group, CANDIDATES, log)
+            chosen_opts, k_w = _select(X, examples, texts, group, CANDIDATES, log, S)
         fitted.update(_average([_fit_group(X, examples, group, c, sc) for c, sc in chosen_opts]))
         for m in group:
             chosen[m] = [list(o) for o in chosen_opts]
+        if S is not None and k_w[1] > 0:
+            rows = _complete_rows(examples, np.arange(len(examples)), group)
+            knn_groups.append(
+                KnnGroup(list(group), k_w[0], k_w[1], S[rows], _scores(examples, rows, group))
+            )
         if log is not None:
             log(
-                f"trained (C, shared_scale) {chosen_opts}: "
+                f"trained (C, shared_scale) {chosen_opts}, kNN (k, weight) {k_w}: "
                 + ", ".join(f"{m} (n={counts[m]})" for m in group)
             )
     enc = np.stack([fitted[m][0] for m in kept], axis=1)
@@ -315,4 +403,4 @@ def train_router(
         "n_train": len(examples),
         "sources": sorted({e.source for e in examples}),
     }
-    return LearnedRouter(feat, enc, bias, kept, meta=meta)
+    return LearnedRouter(feat, enc, bias, kept, meta=meta, knn=knn_groups)
