@@ -1,180 +1,195 @@
 """The request log: one row per client request, written exactly once.
 
-The event loop only appends a tuple per request; every `interval` (50 ms) the batch goes,
-as one JSON line, down a pipe to a writer *process* (`log_writer.py`, niced) that inserts it
-into SQLite in WAL mode. The request id is the primary key, so a row can never be written
-twice; `close()` flushes, ends the pipe and waits for the writer.
+Rows are handed to a writer thread through a queue (O(1) on the hot path) and inserted
+in batches into SQLite in WAL mode; the request id is the primary key, so a row can never
+be written twice. `close()` drains the queue.
 
-Why a process: with a writer thread, SQLite work ran under the same GIL as the event loop;
-each hand-off could stall the loop behind a thread the OS had just preempted (the c = 1 p99
-tail in docs/performance.md). A batch is inserted with multi-row `INSERT ... VALUES`
-statements (one bind and one step per up to 128 rows), ~15 % cheaper than `executemany`.
-Without a running event loop (scripts, tests) every `write()` is sent at once.
+A batch goes to SQLite as multi-row `INSERT ... VALUES (...), (...), ...` statements, not
+`executemany`: executemany hands the GIL back and forth once per row (bind under the GIL,
+step without it), and every hand-off can stall the event loop behind a writer thread that
+the OS has just preempted while holding the GIL. One statement per up to 128 rows binds in
+one C call and steps once with the GIL released (and is ~15 % cheaper).
 """
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import logging
-import os
-import subprocess
-import sys
+import operator
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from tierline.accounting.logdb import (
-    COLUMNS,
-    ROW,
-    SCHEMA,
-    LogRecord,
-    connect,
-    insert_batch,
-    read_rows,
-)
-
-__all__ = ["COLUMNS", "SCHEMA", "LogRecord", "RequestLog", "connect", "insert_batch",
-           "read_rows"]
-
 log = logging.getLogger("tierline.log")
 
-_PIPE_BYTES = 1 << 20  # ask for a 1 MiB pipe (Linux); the default 64 KiB is ~250 rows
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    key_id TEXT,
+    requested_model TEXT,
+    deployment TEXT,
+    provider TEXT,
+    route TEXT,
+    stream INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_pico INTEGER NOT NULL DEFAULT 0,
+    estimated INTEGER NOT NULL DEFAULT 0,
+    status INTEGER NOT NULL,
+    error TEXT,
+    latency_ms REAL,
+    ttft_ms REAL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    route_detail TEXT,
+    prompt TEXT,
+    response TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
+"""
+
+
+@dataclass(slots=True)
+class LogRecord:
+    id: str
+    ts: float
+    status: int
+    key_id: str | None = None
+    requested_model: str | None = None
+    deployment: str | None = None
+    provider: str | None = None
+    route: str | None = None
+    stream: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_pico: int = 0
+    estimated: bool = False
+    error: str | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    attempts: int = 1
+    route_detail: str | None = None  # JSON: candidates, filtered out with reasons, scores
+    prompt: str | None = None  # only with log_prompts
+    response: str | None = None  # only with log_prompts
+
+
+COLUMNS = [f.name for f in fields(LogRecord)]
+_ROW = operator.attrgetter(*COLUMNS)
+_ONE = f"({', '.join('?' for _ in COLUMNS)})"
+_INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES {_ONE}"
+_ROWS_PER_STATEMENT = 128  # x 23 columns: far below SQLite's 32,766 bound parameters
+
+
+@lru_cache(maxsize=_ROWS_PER_STATEMENT)
+def _insert_rows(n: int) -> str:
+    """`INSERT ... VALUES` with `n` row placeholders (cached: SQLite caches the plan)."""
+    return _INSERT + (", " + _ONE) * (n - 1)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SCHEMA)
+    return conn
 
 
 class RequestLog:
-    """Batched SQLite request log written by a child process. `write()` never blocks."""
+    """Batched, thread-backed SQLite writer. `write()` never blocks on disk."""
 
     def __init__(self, path: Path, *, batch: int = 512, interval: float = 0.05) -> None:
         self.path = path
         self._batch = batch
         self._interval = interval
-        self._rows: list[tuple[Any, ...]] = []
-        self._pending = bytearray()  # encoded, not yet taken by the pipe
-        self._timer: asyncio.TimerHandle | None = None
+        self._q: queue.SimpleQueue[LogRecord | None] = queue.SimpleQueue()
+        self._conn = connect(path)
         self._written = 0
         self._failed = 0
-        connect(path).close()  # the table exists (and the path is writable) from now on
-        self._proc = self._spawn()
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tierline.accounting.log_writer", str(self.path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
-        assert proc.stdin is not None
-        fd = proc.stdin.fileno()
-        try:
-            fcntl.fcntl(fd, 1031, _PIPE_BYTES)  # F_SETPIPE_SZ
-        except OSError:
-            pass
-        os.set_blocking(fd, False)
-        return proc
+        self._thread = threading.Thread(target=self._run, name="tierline-request-log",
+                                        daemon=True)
+        self._thread.start()
 
     @property
     def written(self) -> int:
-        """Rows the writer confirmed (known after `close()`)."""
         return self._written
 
-    @property
-    def failed(self) -> int:
-        return self._failed
-
     def write(self, rec: LogRecord) -> None:
-        self._rows.append(ROW(rec))
-        if len(self._rows) >= self._batch:
-            self._flush()
-        elif self._timer is None:
+        self._q.put(rec)
+
+    def _drain(self, first: LogRecord) -> tuple[list[LogRecord], bool]:
+        rows = [first]
+        stop = False
+        while len(rows) < self._batch:
             try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self._flush()
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                break
+            rows.append(item)
+        return rows, stop
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
                 return
-            self._timer = loop.call_later(self._interval, self._flush)
+            if self._q.qsize() < self._batch:
+                # let rows accumulate: one transaction per interval, not one per request
+                # (this thread competes for the GIL with the event loop)
+                time.sleep(self._interval)
+            rows, stop = self._drain(item)
+            self._insert(rows)
+            if stop:
+                return
 
-    def _encode(self, rows: list[tuple[Any, ...]]) -> bytes:
+    def _insert(self, rows: list[LogRecord]) -> None:
+        tuples = [_ROW(r) for r in rows]
         try:
-            return orjson.dumps(rows) + b"\n"
-        except TypeError:  # a value orjson refuses (e.g. a lone surrogate): row by row
-            good = []
-            for r in rows:
+            with self._conn:
+                for i in range(0, len(tuples), _ROWS_PER_STATEMENT):
+                    part = tuples[i:i + _ROWS_PER_STATEMENT]
+                    self._conn.execute(_insert_rows(len(part)), list(chain.from_iterable(part)))
+            self._written += len(rows)
+        except sqlite3.Error:
+            # fall back to one by one so one bad row cannot lose a batch
+            for t in tuples:
                 try:
-                    orjson.dumps(r)
-                    good.append(r)
-                except TypeError:
+                    with self._conn:
+                        self._conn.execute(_INSERT, t)
+                    self._written += 1
+                except sqlite3.Error as e:
                     self._failed += 1
-                    log.error("request log: could not encode request %s", r[0])
-            return orjson.dumps(good) + b"\n"
-
-    def _flush(self) -> None:
-        self._timer = None
-        if self._rows:
-            self._pending += self._encode(self._rows)
-            self._rows = []
-        if self._pending:
-            self._send()
-
-    def _send(self) -> None:
-        stdin = self._proc.stdin
-        assert stdin is not None
-        try:
-            n = os.write(stdin.fileno(), self._pending)
-            del self._pending[:n]
-        except BlockingIOError:
-            pass
-        except (BrokenPipeError, OSError) as e:
-            log.error("request log: the writer process stopped (%s); restarting it", e)
-            self._reap()
-            self._proc = self._spawn()
-            return self._retry_later()
-        if self._pending:
-            self._retry_later()
-
-    def _retry_later(self) -> None:
-        if self._timer is None:
-            try:
-                self._timer = asyncio.get_running_loop().call_later(self._interval,
-                                                                     self._flush)
-            except RuntimeError:
-                pass  # no loop: the next write() or close() sends it
-
-    def _reap(self) -> None:
-        proc = self._proc
-        if proc.stdin is not None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-            proc.stdin = None  # communicate() must not flush it
-        try:
-            out, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        try:
-            summary = orjson.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-        except (orjson.JSONDecodeError, IndexError):
-            summary = {}
-        self._written += int(summary.get("written", 0))
-        self._failed += int(summary.get("failed", 0))
+                    log.error("request log: could not write request %s: %s", t[0], e)
 
     def close(self) -> None:
-        """Send everything, end the pipe and wait for the writer to finish."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._rows:
-            self._pending += self._encode(self._rows)
-            self._rows = []
-        stdin = self._proc.stdin
-        if stdin is not None and not stdin.closed:
-            os.set_blocking(stdin.fileno(), True)
-            try:
-                while self._pending:
-                    n = os.write(stdin.fileno(), self._pending)
-                    del self._pending[:n]
-            except OSError as e:
-                log.error("request log: %d bytes not written: %s", len(self._pending), e)
-        self._reap()
+        """Flush everything queued and stop the writer."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        self._conn.close()
 
 
+def read_rows(path: Path, where: str = "", params: tuple[Any, ...] = ()
+              ) -> Iterator[dict[str, Any]]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        for row in conn.execute(f"SELECT * FROM requests {where} ORDER BY ts", params):
+            yield dict(row)
+    finally:
+        conn.close()
