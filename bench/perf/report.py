@@ -74,11 +74,14 @@ def bars(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         p99 = _ms(c["tierline"], "p99_us") - _ms(c["direct"], "p99_us")  # type: ignore[operator]
         add("c=1 added latency p50", "≤ 0.5 ms", p50, p50 <= 0.5, " ms")
         add("c=1 added latency p99", "≤ 2 ms", p99, p99 <= 2.0, " ms")
-    c = _cell(results, 0, True, 16)
-    if c:
-        a, b = _ttft(c.get("tierline")), _ttft(c.get("direct"))
-        v = a - b if a is not None and b is not None else None
-        add("stream c=16: added TTFT p50", "≤ 1 ms", v, None if v is None else v <= 1.0, " ms")
+    for lat, what in ((0, "0 ms mock: the gateway is saturated, the probe queues"),
+                      (50, "50 ms mock")):
+        c = _cell(results, lat, True, 16)
+        if c:
+            a, b = _ttft(c.get("tierline")), _ttft(c.get("direct"))
+            v = a - b if a is not None and b is not None else None
+            add(f"stream c=16: added TTFT p50 ({what})", "≤ 1 ms", v,
+                None if v is None else v <= 1.0, " ms")
     for stream, goal in ((False, 0.5), (True, 1.5)):
         c = _cell(results, 0, stream, 64)
         tl = c.get("tierline") if c else None

@@ -147,6 +147,10 @@ class LearnedRouter:
         self._knn_all: F32 = np.ascontiguousarray(
             np.concatenate([t[0] for t in self._knn]) if self._knn else np.zeros((0, d), np.float32)
         )
+        # each group's vectors become a view of the concatenation: one float32 copy in memory
+        self._knn = [(self._knn_all[a:b], sc, cols, k, w)
+                     for (_, sc, cols, k, w), (a, b) in zip(self._knn, self._knn_spans,
+                                                           strict=True)]
         self._refresh()
 
     def _refresh(self) -> None:
