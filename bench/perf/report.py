@@ -159,7 +159,10 @@ def render(results: dict[str, Any], *, quick: bool = False) -> str:
         "",
         "## Streaming: time to first token",
         "",
-        "A probe client (`bench/perf/stream_client.py`, 1 connection) measures TTFT while wrk "
+        "A probe client (`bench/perf/stream_client.py`, 1 connection; with the 50 ms mock it "
+        "waits a random 0-50 ms before each request, so it samples every phase of the "
+        "lock-step background streams instead of keeping one place in their bursts) "
+        "measures TTFT while wrk "
         "keeps c−1 other streams going; it checks every stream (all content chunks, the usage "
         "chunk, `[DONE]`).",
         "",

@@ -9,8 +9,9 @@ Everything listens on 127.0.0.1; every load run is bounded in time.
 Per cell (concurrency x streaming x mock latency) the targets run back to back, in an order
 rotated from cell to cell: throughput and latency percentiles from wrk, CPU time per request
 from /proc/PID/stat of the target's whole process tree; for streams, TTFT of a probe client
-(stream_client.py, 1 connection) while wrk keeps concurrency-1 other streams going, every
-chunk and the usage chunk checked.
+(stream_client.py, 1 connection; with upstream latency it waits a random 0..latency before
+each request, so it samples every phase of the lock-step background load) while wrk keeps
+concurrency-1 other streams going, every chunk and the usage chunk checked.
 """
 
 from __future__ import annotations
@@ -163,10 +164,10 @@ def wrk(url: str, conns: int, seconds: float, model: str, stream: bool) -> dict[
     raise RuntimeError(f"wrk printed no summary: {out[-500:]}")
 
 
-def probe(url: str, seconds: float, model: str) -> dict[str, Any]:
+def probe(url: str, seconds: float, model: str, jitter_ms: float = 0.0) -> dict[str, Any]:
     cmd = [sys.executable, str(HERE / "stream_client.py"), "--url", url, "--model", model,
            "--concurrency", "1", "--duration", f"{seconds:g}", "--chunks", str(CHUNKS),
-           "--min-requests", "10"]
+           "--min-requests", "10", "--jitter-ms", f"{jitter_ms:g}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     try:
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -182,15 +183,19 @@ def measure(t: Target, conc: int, stream: bool, lat: int, seconds: float) -> dic
     ok = r["requests"] - r["err_status"]
     r["cpu_ms_per_req"] = 1000 * (c1 - c0) / ok if ok else None
     if stream:
+        # with upstream latency the background connections move in lock-step (they all
+        # wait the same 50 ms), so the probe resends after a random 0..latency pause to
+        # sample every phase of their bursts, over twice the time (it sends fewer requests)
+        probe_s = seconds if lat == 0 else 2 * seconds
         bg = None
         if conc > 1:
             env = {**os.environ, "BENCH_MODEL": model, "BENCH_STREAM": "1"}
             bg = subprocess.Popen(["wrk", "-t1", f"-c{conc - 1}",
-                                   f"-d{max(2, round(seconds + 1))}s", "--timeout", "10s",
+                                   f"-d{max(2, round(probe_s + 1))}s", "--timeout", "10s",
                                    "-s", str(LUA), t.url], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
-        r["probe"] = probe(t.url, max(1.0, seconds - 0.8), model)
+        r["probe"] = probe(t.url, max(1.0, probe_s - 0.8), model, jitter_ms=float(lat))
         if bg is not None:
             bg.wait(timeout=seconds + 60)
     return r

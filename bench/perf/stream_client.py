@@ -3,7 +3,8 @@
     python bench/perf/stream_client.py --url http://127.0.0.1:18100/v1/chat/completions \
         --concurrency 16 --duration 3 --model mock --chunks 20
 
-Each worker sends streaming requests back to back (bounded by --duration and --max-requests)
+Each worker sends streaming requests back to back (bounded by --duration and --max-requests;
+`--jitter-ms X` waits a random 0..X ms before each one)
 and checks each stream: `--chunks` content chunks, one usage chunk, then `[DONE]`. Prints one
 JSON line: requests, ok, bad, TTFT and total-latency percentiles in ms.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
 import time
 from typing import Any
@@ -87,6 +89,11 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             nonlocal sent
             while (time.perf_counter() < deadline or sent < a.min_requests) \
                     and sent < a.max_requests and time.perf_counter() < deadline + 30:
+                if a.jitter_ms > 0:
+                    # a random phase per request: under a closed-loop background load whose
+                    # connections move in lock-step, a probe that resends at once keeps the
+                    # same place in each burst for the whole run
+                    await asyncio.sleep(random.uniform(0, a.jitter_ms) / 1000.0)
                 sent += 1
                 try:
                     ttft, total, err = await one(s, a.url, body, a.chunks)
@@ -124,6 +131,8 @@ def main() -> None:
     ap.add_argument("--min-requests", type=int, default=5,
                     help="keep going past --duration (up to 30 s) until this many were sent")
     ap.add_argument("--chunks", type=int, default=20)
+    ap.add_argument("--jitter-ms", type=float, default=0.0,
+                    help="sleep a uniform random 0..X ms before each request")
     a = ap.parse_args()
     try:
         import uvloop
