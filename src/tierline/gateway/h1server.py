@@ -69,6 +69,10 @@ class H1Server:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     self.loop.add_signal_handler(sig, self.request_exit)
             self.started = True
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host,
+                         port)
             sweep = self.loop.call_later(self._sweep_every(), self._sweep)
             try:
                 await self._exit.wait()
