@@ -328,3 +328,18 @@ async def test_the_gateway_runs_on_either_server(
                     "messages": [{"role": "user", "content": "hi"}]}) as s:
                 text = "".join([line async for line in s.aiter_lines()])
             assert s.status_code == 200 and text.endswith("data: [DONE]")
+
+
+def test_a_client_stuck_in_its_headers_is_closed(srv: Running) -> None:
+    with srv.connect() as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-")  # and nothing more
+        t0 = time.monotonic()
+        assert closed(s)
+        assert time.monotonic() - t0 < 1.9
+
+
+def test_a_long_response_is_not_cut_by_the_idle_sweeper() -> None:
+    with Running(EchoApp(), keep_alive_timeout=0.1) as r, r.connect() as s:
+        s.sendall(post("/slow", b"x"))  # the app works 0.3 s > keep_alive_timeout
+        status, _, body = read_response(s, bytearray())
+    assert status == 200 and orjson.loads(body)["body"] == "x"

@@ -261,7 +261,10 @@ class H1Connection(asyncio.Protocol):
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
-        self.idle_since: float | None = None
+        # last byte received or response finished; with no request being answered, the
+        # sweeper closes the connection this long after it (idle keep-alive, or a client
+        # stuck in the middle of its request line / headers)
+        self.last_activity = 0.0
         self.task: asyncio.Task[None] | None = None
 
     # -- transport events ------------------------------------------------------------------
@@ -271,7 +274,7 @@ class H1Connection(asyncio.Protocol):
         sock = transport.get_extra_info("sockname")
         self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         self.sockname = (str(sock[0]), int(sock[1])) if isinstance(sock, tuple) else None
-        self.idle_since = self.loop.time()
+        self.last_activity = self.loop.time()
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -286,7 +289,7 @@ class H1Connection(asyncio.Protocol):
             self.drain_waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        self.idle_since = None
+        self.last_activity = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -389,7 +392,7 @@ class H1Connection(asyncio.Protocol):
         if self.queue:
             self._start(self.queue.popleft())
         else:
-            self.idle_since = self.loop.time()
+            self.last_activity = self.loop.time()
             if self.server.should_exit:
                 self.close()
                 return

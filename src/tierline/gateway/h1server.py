@@ -92,7 +92,7 @@ class H1Server:
     def _sweep(self) -> None:
         now = self.loop.time()
         for c in list(self.connections):
-            if c.idle_since is not None and now - c.idle_since > self.keep_alive_timeout:
+            if c.active is None and now - c.last_activity > self.keep_alive_timeout:
                 c.close()
         if not self.should_exit:
             self.loop.call_later(self._sweep_every(), self._sweep)
