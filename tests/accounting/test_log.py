@@ -74,3 +74,13 @@ async def test_rows_land_while_the_gateway_runs_without_close(tmp_path: Path) ->
         assert len(list(read_rows(db))) == 50  # written by the thread, not by close()
     finally:
         log.close()
+
+
+def test_batches_use_a_few_statement_sizes() -> None:
+    for n in (1, 5, 100, 127, 128, 129, 300, 1000):
+        pieces = request_log._pieces(n)
+        assert sum(size for _, size in pieces) == n
+        assert [off for off, _ in pieces] == [sum(s for _, s in pieces[:k])
+                                             for k in range(len(pieces))]
+        assert {size for _, size in pieces} <= set(request_log._SIZES)
+    assert len(request_log._SIZES) == 8  # SQLite's statement cache stays small
