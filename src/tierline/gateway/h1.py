@@ -18,8 +18,10 @@ gateway's CPU (docs/performance.md). This protocol implements what the app needs
   431 headers too large), then the connection is closed; a crashing app gets a 500 without
   details (or a closed connection if the response had started).
 
-Limits: 8 KiB request line, 64 KiB of headers, idle keep-alive connections closed by the
-server's sweeper (`H1Server`).
+Limits: 8 KiB request line, 64 KiB of headers; a connection with no request being answered
+(idle keep-alive, or a client stalled mid-request) is closed by the server's sweeper
+(`H1Server`) `keep_alive_timeout` seconds after its last byte. Protocol upgrades are not
+performed: such a request is answered as plain HTTP, then the connection closes.
 """
 
 from __future__ import annotations
