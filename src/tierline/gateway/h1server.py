@@ -48,6 +48,13 @@ class H1Server:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by serve
         self._exit: asyncio.Event | None = None
 
+    @classmethod
+    def for_gateway(cls, app: Gateway, host: str, port: int, *,
+                    reuse_port: bool = False) -> H1Server:
+        """A server with the gateway config's settings (keep-alive timeout)."""
+        return cls(app, host, port, keep_alive_timeout=app.config.server.keep_alive_timeout,
+                   reuse_port=reuse_port)
+
     def request_exit(self) -> None:
         """Ask the server to stop (thread-safe)."""
         self.should_exit = True
@@ -124,7 +131,7 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 def run(app: Gateway, host: str, port: int, *, reuse_port: bool = False) -> None:
     """Serve in the foreground until SIGINT / SIGTERM."""
-    server = H1Server(app, host, port, reuse_port=reuse_port)
+    server = H1Server.for_gateway(app, host, port, reuse_port=reuse_port)
     with asyncio.Runner(loop_factory=new_loop) as runner:
         runner.run(server.serve(install_signals=True))
 

@@ -9,13 +9,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from types import TracebackType
 
 import uvicorn
 
 from tierline.config import Config
 from tierline.errors import ConfigError
+from tierline.gateway import h1server
 from tierline.gateway.app import Gateway, create_app
 from tierline.gateway.h1server import H1Server
 from tierline.keys.auth import open_mode_problem
@@ -65,16 +65,11 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None,
     log.info("serving %d deployments: %s", len(app.catalog.deployments), names)
     workers = config.server.workers
     if config.server.http == "tierline":
-        from tierline.gateway import h1server
-
         if workers > 1:
             log.info("starting %d worker processes", workers)
             h1server.run_workers(workers, host, port, config_path)
         else:
-            server = h1server.H1Server(app, host, port,
-                                       keep_alive_timeout=config.server.keep_alive_timeout)
-            with asyncio.Runner(loop_factory=h1server.new_loop) as runner:
-                runner.run(server.serve(install_signals=True))
+            h1server.run(app, host, port)
         return
     if workers > 1:
         # N processes share the port; each runs its own app (budgets, limits and circuit
@@ -108,8 +103,7 @@ class GatewayThread:
         self.port = port or free_port(host)
         self._server: uvicorn.Server | H1Server
         if self.app.config.server.http == "tierline":
-            self._server = H1Server(self.app, self.host, self.port,
-                                    keep_alive_timeout=self.app.config.server.keep_alive_timeout)
+            self._server = H1Server.for_gateway(self.app, self.host, self.port)
         else:
             self._server = uvicorn.Server(_uvicorn_config(self.app, self.host, self.port,
                                                           log_level="warning"))
@@ -125,13 +119,7 @@ class GatewayThread:
 
     def _run(self) -> None:
         # the same event loop as `tierline serve` (uvloop where installed)
-        factory: Callable[[], asyncio.AbstractEventLoop]
-        try:
-            import uvloop
-            factory = uvloop.new_event_loop
-        except ImportError:  # pragma: no cover
-            factory = asyncio.new_event_loop
-        with asyncio.Runner(loop_factory=factory) as runner:
+        with asyncio.Runner(loop_factory=h1server.new_loop) as runner:
             runner.run(self._server.serve())
 
     def start(self) -> GatewayThread:
