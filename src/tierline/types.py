@@ -89,10 +89,18 @@ class ChatRequest:
         """All message text, concatenated (for routing features and local token counts)."""
         return messages_text(self.messages)
 
+    def routing_text(self) -> str:
+        """The users' turns only: what the learned router featurises (as in training)."""
+        return messages_text(self.messages, roles=("user",))
 
-def messages_text(messages: list[JSON]) -> str:
+
+def messages_text(messages: list[JSON], roles: tuple[str, ...] | None = None) -> str:
+    """Text of ``messages`` (string contents and text parts), newline-joined; with ``roles``,
+    only messages of those roles (a message without a role counts as ``user``)."""
     parts: list[str] = []
     for m in messages:
+        if roles is not None and m.get("role", "user") not in roles:
+            continue
         c = m.get("content")
         if isinstance(c, str):
             parts.append(c)

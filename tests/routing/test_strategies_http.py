@@ -97,6 +97,20 @@ async def test_learned_sends_easy_prompts_to_the_cheap_model(client: httpx.Async
     assert r.headers["x-tierline-model"] == "strong"
 
 
+async def test_learned_router_reads_the_users_turns_only(client: httpx.AsyncClient) -> None:
+    """As in training (routing-outcomes prompts are user turns): a system prompt or an earlier
+    assistant answer does not move the route; user text in content parts does."""
+    sys_msgs = [{"role": "system", "content": "you may be asked to prove things"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "I can prove it"},
+                {"role": "user", "content": "what is the capital of France"}]
+    r = await client.post("/chat/completions", json={"model": "auto", "messages": sys_msgs})
+    assert r.headers["x-tierline-model"] == "weak-eu"
+    parts = [{"role": "user", "content": [{"type": "text", "text": "prove Fermat"}]}]
+    r = await client.post("/chat/completions", json={"model": "auto", "messages": parts})
+    assert r.headers["x-tierline-model"] == "strong"
+
+
 async def test_quality_knob_body_and_header(client: httpx.AsyncClient) -> None:
     r = await ask(client, "easy one", tierline={"quality": 0.9})
     assert r.headers["x-tierline-model"] == "strong"

@@ -129,7 +129,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         gw.keys.admit(key, req.model, constraints.prompt_tokens, req.max_output_tokens)
         merge_constraints(constraints, gw.keys.constraints(key))
         decision = gw.router.route(req.model, req.controls, constraints,
-                                   req.prompt_text)
+                                   req.routing_text)
         ctx.route, ctx.route_detail = decision.reason, decision.detail
         if key is not None and key.budget_usd is not None:
             # any deployment of the fallback chain may end up serving: hold the worst

@@ -37,6 +37,7 @@ def test_overlap_flag(tmp_path: Path) -> None:
          "outside [0, 1]"),
         ('{"outcomes": {}}', "no 'messages'"),
         ("[1, 2]", "not a JSON object"),
+        ('{"messages": [{"role": "user", "content": 3}], "outcomes": {}}', "a string or a list"),
     ],
 )
 def test_malformed_line_names_file_and_line(tmp_path: Path, line: str, needle: str) -> None:
@@ -52,3 +53,16 @@ def test_malformed_line_names_file_and_line(tmp_path: Path, line: str, needle: s
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot open"):
         load_outcomes(tmp_path / "nope.jsonl")
+
+
+def test_prompt_is_the_users_turns_with_content_parts(tmp_path: Path) -> None:
+    """The text a router is trained on is what the gateway featurises: user turns only."""
+    rec = {"messages": [{"role": "system", "content": "SYS"},
+                        {"role": "user", "content": "first"},
+                        {"role": "assistant", "content": "ANSWER"},
+                        {"role": "user", "content": [{"type": "text", "text": "second"},
+                                                     {"type": "image_url", "image_url": {}}]}],
+           "outcomes": {"a": {"score": 1}}}
+    p = tmp_path / "d.jsonl"
+    p.write_text(json.dumps(rec) + "\n")
+    assert load_outcomes(p)[0].text == "first\nsecond"

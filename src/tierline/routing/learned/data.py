@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...types import messages_text
+
 __all__ = [
     "DataError",
     "Example",
@@ -78,13 +80,16 @@ def _prompt_text(obj: dict[str, Any], path: Path, lineno: int) -> str:
         msgs = obj["messages"]
         if not isinstance(msgs, list) or not msgs:
             raise _fail(path, lineno, "'messages' must be a non-empty list")
-        parts: list[str] = []
         for m in msgs:
-            if not isinstance(m, dict) or not isinstance(m.get("content"), str):
-                raise _fail(path, lineno, "each message needs a string 'content'")
-            if m.get("role", "user") == "user":
-                parts.append(m["content"])
-        return "\n".join(parts)
+            c = m.get("content") if isinstance(m, dict) else None
+            if not isinstance(c, str) and not (
+                isinstance(c, list) and all(isinstance(p, dict) for p in c)
+            ):
+                raise _fail(
+                    path, lineno, "each message needs a 'content': a string or a list of parts"
+                )
+        # the users' turns, as the gateway featurises a request (ChatRequest.routing_text)
+        return messages_text(msgs, roles=("user",))
     for key in ("prompt", "text", "query"):
         if isinstance(obj.get(key), str):
             return str(obj[key])
