@@ -72,3 +72,60 @@ def test_real_data_eval_default_router(capsys: pytest.CaptureFixture[str]) -> No
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 257
     assert 0.5 < res["apgr"] <= 1.0
+
+
+def test_eval_unknown_costs_and_sparse_outcomes(synth_file: Path, synth_router_file: Path,
+                                                tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Data from elsewhere: no cost_usd, no models.json, a model missing on some prompts."""
+    lines = [json.loads(x) for x in synth_file.read_text().splitlines()]
+    for i, rec in enumerate(lines):
+        for o in rec["outcomes"].values():
+            o["cost_usd"] = None
+        if i % 20 == 0:  # 20 of the 79 test lines
+            del rec["outcomes"][WEAK]
+    d = tmp_path / "other"
+    d.mkdir()
+    data = d / "other.jsonl"
+    data.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert run(["router", "eval", str(data), "--router", str(synth_router_file), "--strong",
+                STRONG, "--weak", WEAK, "--json"]) == 0
+    cap = capsys.readouterr()
+    res = json.loads(cap.out)
+    assert res["n"] == 59 and res["skipped_incomplete"] == 20
+    assert res["cost_saving_at_95"] is None and res["apgr"] > 0.5
+    assert "no cost_usd and no list price" in cap.err and "20 prompts" in cap.err
+    assert run(["router", "eval", str(data), "--router", str(synth_router_file)]) == 2
+    err = capsys.readouterr().err
+    assert "needs costs" in err and "--models-json" in err and "Traceback" not in err
+    assert run(["router", "eval", str(data), "--router", str(synth_router_file),
+                "--models-json", str(synth_file.parent / "models.json")]) == 0
+    assert "aiq=" in capsys.readouterr().out
+
+
+def test_sparse_outcomes_train_and_eval(synth_file: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Each prompt answered by two of three models: training picks options on the prompts it
+    can score (no kNN: no prompt has all three), eval leaves incomplete prompts out."""
+    pytest.importorskip("sklearn")
+    third = "mid-model"
+    lines = [json.loads(x) for x in synth_file.read_text().splitlines()]
+    for i, rec in enumerate(lines):
+        oc = rec["outcomes"]
+        oc[third] = {"score": oc[WEAK]["score"], "cost_usd": 0.004}
+        del oc[[STRONG, WEAK, third][i % 3]]
+    data = tmp_path / "sparse.jsonl"
+    data.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = tmp_path / "r.npz"
+    assert run(["router", "train", str(data), "-o", str(out), "--bits", "12"]) == 0
+    cap = capsys.readouterr()
+    log = cap.out + cap.err
+    assert "validation nan" not in log and "kNN (k, weight) (0, 0.0)" in log
+    assert run(["router", "eval", str(data), "--router", str(out), "--strong", STRONG,
+                "--weak", WEAK, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] > 20
+    assert run(["router", "eval", str(data), "--router", str(out)]) == 2
+    assert "--models" in capsys.readouterr().err
+    assert run(["router", "eval", str(data), "--router", str(out), "--strong", STRONG,
+                "--weak", STRONG]) == 2
+    assert "two different models" in capsys.readouterr().err

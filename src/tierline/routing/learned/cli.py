@@ -99,6 +99,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             plot_two_model(res, out_dir / f"{name}.png", title=f"{name} (APGR {res['apgr']:.3f})")
         else:
             plot_many(res, out_dir / f"{name}.png", title=name)
+    if res["skipped_incomplete"]:
+        print(
+            f"note: {res['skipped_incomplete']} prompts without an outcome for every evaluated "
+            "model were left out",
+            file=sys.stderr,
+        )
+    if res.get("unpriced_models"):
+        print(
+            f"note: no cost_usd and no list price for {', '.join(res['unpriced_models'])}: "
+            "cost_saving_at_95 is null (give --models-json FILE)",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(res))
     else:
@@ -116,7 +128,11 @@ def _common_models(ex: list[Any], profiles: list[str]) -> list[str]:
     common = set(ex[0].outcomes)
     for e in ex[1:]:
         common &= set(e.outcomes)
-    return sorted(m for m in common if m in profiles)
+    out = sorted(m for m in common if m in profiles)
+    if len(out) >= 2:
+        return out
+    # sparse data: every known model (the prompts that lack one are then left out)
+    return sorted({m for e in ex for m in e.outcomes if m in profiles})
 
 
 def _fmt(v: Any) -> str:

@@ -28,15 +28,26 @@ class EvalError(ValueError):
     """Evaluation impossible (e.g. a model missing from the data or the router)."""
 
 
-def _require(examples: Sequence[Example], models: Sequence[str], router: LearnedRouter) -> None:
+def _require(
+    examples: Sequence[Example], models: Sequence[str], router: LearnedRouter
+) -> tuple[list[Example], int]:
+    """The examples that have an outcome for every one of ``models``, and how many did not."""
     if not examples:
         raise EvalError("no examples to evaluate (check --split / flags)")
+    if len(set(models)) < 2:
+        raise EvalError("the evaluation needs two different models (--strong/--weak, --models)")
     for m in models:
         if m not in router.profiles:
             raise EvalError(f"model {m!r} is not a profile of the router")
-        missing = sum(1 for e in examples if m not in e.outcomes)
-        if missing:
-            raise EvalError(f"model {m!r} has no outcome on {missing} of {len(examples)} prompts")
+        if not any(m in e.outcomes for e in examples):
+            raise EvalError(f"model {m!r} has no outcome in the data")
+    kept = [e for e in examples if all(m in e.outcomes for m in models)]
+    if not kept:
+        raise EvalError(
+            f"no prompt has an outcome for every one of {', '.join(models)} "
+            "(choose the models to compare with --models A,B,...)"
+        )
+    return kept, len(examples) - len(kept)
 
 
 def quality_matrix(
@@ -57,21 +68,34 @@ def quality_matrix(
 def cost_matrix(
     examples: Sequence[Example], models: Sequence[str], prices: dict[str, dict[str, Any]]
 ) -> F64:
-    """Per-call USD cost (n, len(models)); see the module docstring for the estimate."""
+    """Per-call USD cost (n, len(models)); see the module docstring for the estimate.
+
+    NaN where a line has no ``cost_usd`` and the model has no list price in ``prices``.
+    """
     C = np.zeros((len(examples), len(models)))
     for j, m in enumerate(models):
-        pr = prices.get(m, {})
-        pin = float(pr.get("input_usd_per_mtok") or 0.0)
-        pout = float(pr.get("output_usd_per_mtok") or 0.0)
+        pr = prices.get(m) or {}
+        pin_, pout_ = pr.get("input_usd_per_mtok"), pr.get("output_usd_per_mtok")
+        priced = isinstance(pin_, int | float) and isinstance(pout_, int | float)
+        pin = float(pin_) if priced else 0.0  # type: ignore[arg-type]
+        pout = float(pout_) if priced else 0.0  # type: ignore[arg-type]
         for i, e in enumerate(examples):
             o = e.outcomes[m]
             if o.cost_usd is not None:
                 C[i, j] = o.cost_usd
                 continue
+            if not priced:
+                C[i, j] = np.nan
+                continue
             tin = len(e.text) / 4.0
             tout = o.output_chars / 4.0 if o.output_chars is not None else DEFAULT_OUTPUT_TOKENS
             C[i, j] = (tin * pin + tout * pout) / 1e6
     return C
+
+
+def unpriced(C: F64, models: Sequence[str]) -> list[str]:
+    """The models with an unknown cost on some line (see :func:`cost_matrix`)."""
+    return [m for j, m in enumerate(models) if bool(np.isnan(C[:, j]).any())]
 
 
 def route_scores(P: F64, mode: str) -> F64:
@@ -101,7 +125,7 @@ def two_model_eval(
     both_turns: bool = False,
 ) -> dict[str, Any]:
     """RouteLLM metrics (APGR, CPT50/80) + strong share / cost saving at 95% strong quality."""
-    _require(examples, [strong, weak], router)
+    examples, skipped = _require(examples, [strong, weak], router)
     cols = [router.profiles.index(strong), router.profiles.index(weak)]
     P = router.predict_many([e.text for e in examples])[:, cols]
     Q = quality_matrix(examples, [strong, weak], both_turns)
@@ -111,12 +135,14 @@ def two_model_eval(
     thr, shares, quals = M.routellm_curve(s, Q[:, 0], Q[:, 1], num_results)
     share95, mask = M.share_at_quality(s, Q[:, 0], Q[:, 1], 0.95 * qs)
     routed_cost = float(np.where(mask, C[:, 0], C[:, 1]).sum())
+    no_cost = unpriced(C, [strong, weak])
     rng = np.random.default_rng(0)
     _, rs, rq = M.routellm_curve(rng.random(len(s)), Q[:, 0], Q[:, 1], num_results)
     oracle = Q[:, 0] - Q[:, 1]
     _, os_, oq = M.routellm_curve(oracle + 1e-9 * rng.random(len(s)), Q[:, 0], Q[:, 1], 100)
     return {
         "n": len(examples),
+        "skipped_incomplete": skipped,
         "strong": strong,
         "weak": weak,
         "mode": mode,
@@ -126,7 +152,10 @@ def two_model_eval(
         "cpt50": M.cpt(shares, quals, qs, qw, 0.5),
         "cpt80": M.cpt(shares, quals, qs, qw, 0.8),
         "strong_share_at_95": share95,
-        "cost_saving_at_95": 1.0 - routed_cost / float(C[:, 0].sum()),
+        "cost_saving_at_95": (
+            None if no_cost or C[:, 0].sum() <= 0 else 1.0 - routed_cost / float(C[:, 0].sum())
+        ),
+        "unpriced_models": no_cost,
         "random_apgr": M.apgr(rs, rq, qs, qw),
         "oracle_apgr_100": M.apgr(os_, oq, qs, qw),
         "curve": {
@@ -155,8 +184,15 @@ def many_model_eval(
     prices: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """Cost-quality sweep (``choose(lam=...)`` for many lambdas), AIQ, baselines, oracle."""
-    _require(examples, models, router)
+    examples, skipped = _require(examples, models, router)
     C = cost_matrix(examples, models, prices)
+    no_cost = unpriced(C, models)
+    if no_cost:
+        raise EvalError(
+            f"no cost for {', '.join(no_cost)}: the data has no cost_usd and models.json no list "
+            "price for it; the many-model evaluation needs costs (give --models-json FILE with "
+            "input_usd_per_mtok / output_usd_per_mtok, or evaluate a pair with --strong/--weak)"
+        )
     order = np.argsort(C.mean(axis=0), kind="stable")
     models = [models[j] for j in order]
     C = C[:, order]
@@ -184,6 +220,7 @@ def many_model_eval(
         }
     return {
         "n": len(examples),
+        "skipped_incomplete": skipped,
         "models": list(models),
         "single_models": {m: {"cost_usd": c, "quality": q} for m, (c, q) in singles.items()},
         "random_router": {"cost_usd": float(C.mean(axis=1).sum()), "quality": float(Q.mean())},

@@ -92,6 +92,8 @@ def _fit_group(
     import scipy.sparse as sp  # type: ignore[import-untyped, unused-ignore]
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped, unused-ignore]
 
+    if shared_scale == 0 and _is_large(X, examples, group):
+        return {m: _fit_one(X, examples, m, C) for m in group}
     D = X.shape[1]
     k = len(group)
     nblocks = k + (1 if shared_scale > 0 else 0)
@@ -145,6 +147,43 @@ def _fit_group(
 #: candidate (C, shared_scale) per model group, picked on held-out parts of the train data
 CANDIDATES: tuple[tuple[float, float], ...] = ((1.0, 0.0), (1.0, 0.5), (0.5, 2.0))
 
+#: a group whose stacked (prompt, model) design matrix would hold more non-zeros than this is
+#: "large": it is fitted as independent per-model regressions (one model's rows at a time),
+#: and the multi-task candidates are skipped - the stacked matrix of RouterBench-sized data
+#: (36k prompts x 11 models) would need > 20 GB, and sharing matters when data is scarce.
+#: llmrouter's 9 models (8e7 with the shared block) stay below it.
+LARGE_NNZ = 150_000_000
+
+
+def _rows_of(examples: Sequence[Example], m: str) -> np.ndarray:
+    return np.array([i for i, e in enumerate(examples) if m in e.outcomes], dtype=np.int64)
+
+
+def _is_large(X: Any, examples: Sequence[Example], group: list[str]) -> bool:
+    """Would the stacked multi-task matrix of ``group`` (with a shared block) be too big?"""
+    row_nnz = np.diff(X.tocsr().indptr)
+    total = sum(int(row_nnz[_rows_of(examples, m)].sum()) for m in group)
+    return 2 * total > LARGE_NNZ
+
+
+def _fit_one(X: Any, examples: Sequence[Example], m: str, C: float) -> tuple[np.ndarray, float]:
+    """L2 logistic regression of one model (soft labels as two weighted rows)."""
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped, unused-ignore]
+
+    rows = _rows_of(examples, m)
+    y = np.clip(np.array([examples[int(i)].outcomes[m].score for i in rows]), 0.0, 1.0)
+    frac = (y > 0) & (y < 1)
+    rr = np.concatenate([rows, rows[frac]])
+    yy = np.concatenate([(y >= 0.5).astype(int), np.zeros(int(frac.sum()), int)])
+    yy[: len(rows)][frac] = 1
+    ww = np.concatenate([np.where(frac, y, 1.0), 1.0 - y[frac]])
+    if len(rr) == 0 or yy.min() == yy.max():
+        p = float(np.clip(y.mean() if len(y) else 0.5, 1e-3, 1 - 1e-3))
+        return np.zeros(X.shape[1], np.float32), float(np.log(p / (1 - p)))
+    clf = LogisticRegression(C=C, max_iter=300, tol=1e-4)
+    clf.fit(X.tocsr()[rr], yy, sample_weight=ww)
+    return clf.coef_[0].astype(np.float32), float(clf.intercept_[0])
+
 
 def _is_val(text: str) -> bool:
     """Deterministic 20% validation carve-out of the training prompts (by text hash)."""
@@ -182,13 +221,16 @@ def _pairwise_apgr(examples: Sequence[Example], P: dict[str, np.ndarray]) -> flo
 
 
 def _argmax_quality(examples: Sequence[Example], P: dict[str, np.ndarray]) -> float:
-    """Mean true score of the model with the highest predicted P(good) (many-model groups)."""
+    """Mean true score of the model with the highest predicted P(good) (many-model groups),
+    among the models that answered each prompt (prompts with at least two of them)."""
     names = sorted(P)
-    rows = [i for i, e in enumerate(examples) if all(m in e.outcomes for m in names)]
-    if not rows:
+    has = np.array([[m in e.outcomes for m in names] for e in examples], bool)
+    rows = np.nonzero(has.sum(axis=1) >= 2)[0]
+    if len(rows) == 0:
         return float("nan")
-    pick = np.argmax(np.stack([P[m][rows] for m in names], axis=1), axis=1)
-    q = [examples[i].outcomes[names[int(j)]].score for i, j in zip(rows, pick, strict=True)]
+    pred = np.stack([P[m][rows] for m in names], axis=1)
+    pick = np.argmax(np.where(has[rows], pred, -np.inf), axis=1)
+    q = [examples[int(i)].outcomes[names[int(j)]].score for i, j in zip(rows, pick, strict=True)]
     return float(np.mean(q))
 
 
@@ -289,14 +331,17 @@ def _select(
             splits.append(
                 (np.nonzero(in_group & (src != held))[0], np.nonzero(in_group & (src == held))[0])
             )
-    options: list[list[tuple[float, float]]] = [[c] for c in cands] + [list(cands)]
+    options: list[list[tuple[float, float]]] = [[c] for c in cands]
+    if len(cands) > 1:
+        options.append(list(cands))
     per_split: list[list[float]] = []
     split_fits: list[list[Fits]] = []
     for tr_idx, ev_idx in splits:
         tr_ex = [examples[int(i)] for i in tr_idx]
         ev_ex = [examples[int(i)] for i in ev_idx]
         fits = [_fit_group(X[tr_idx], tr_ex, group, c, sc) for c, sc in cands]
-        fits.append(_average(fits))
+        if len(cands) > 1:
+            fits.append(_average(fits))
         split_fits.append(fits)
         per_split.append([_group_metric(ev_ex, X[ev_idx], f) for f in fits])
     res = np.array(per_split)
@@ -308,17 +353,24 @@ def _select(
                 f"  {name}: validation {row[0]:.4f}, LOSO {np.round(row[1:], 4).tolist()}, "
                 f"score {sc_:.4f}"
             )
+    if np.isnan(scores).all():  # no prompt to score on (e.g. too sparse): the first option
+        if log is not None:
+            log("  no validation metric could be computed: first option, no kNN")
+        return options[0], (0, 0.0)
     best = int(np.nanargmax(scores))
-    if S is None:
+    # kNN needs prompts answered by every model of the group: k up to half of them
+    n_complete = min(len(_complete_rows(examples, tr_idx, group)) for tr_idx, _ in splits)
+    grid = [(k, w) for k, w in KNN_GRID if w <= 0 or 2 * k <= n_complete]
+    ks = sorted({k for k, w in grid if w > 0})
+    if S is None or not ks:
         return options[best], (0, 0.0)
-    ks = sorted({k for k, w in KNN_GRID if w > 0})
     kres: list[list[float]] = []
     for (tr_idx, ev_idx), fits in zip(splits, split_fits, strict=True):
         ev_ex = [examples[int(i)] for i in ev_idx]
         P = _probs(X[ev_idx], fits[best])
         table = _knn_table(S, examples, tr_idx, ev_idx, group, ks)
         row_ = []
-        for k, w in KNN_GRID:
+        for k, w in grid:
             if w <= 0:
                 row_.append(_prob_metric(ev_ex, P))
                 continue
@@ -332,12 +384,12 @@ def _select(
     kr = np.array(kres)
     kscores = kr[0] if len(kr) == 1 else (kr[0] + kr[1:].mean(axis=0)) / 2.0
     if log is not None:
-        for (k, w), row, sc_ in zip(KNN_GRID, kr.T, kscores, strict=True):
+        for (k, w), row, sc_ in zip(grid, kr.T, kscores, strict=True):
             log(
                 f"  kNN k={k} weight={w}: validation {row[0]:.4f}, "
                 f"LOSO {np.round(row[1:], 4).tolist()}, score {sc_:.4f}"
             )
-    return options[best], KNN_GRID[int(np.nanargmax(kscores))]
+    return options[best], grid[int(np.nanargmax(kscores))]
 
 
 def train_router(
@@ -382,7 +434,12 @@ def train_router(
         ]
         k_w = (0, 0.0)
         if len(group) > 1 and C is None and shared_scale is None:
-            chosen_opts, k_w = _select(X, examples, texts, group, CANDIDATES, log, S)
+            cands = CANDIDATES
+            if _is_large(X, examples, group):
+                cands = ((1.0, 0.0),)
+                if log is not None:
+                    log(f"  large group ({len(group)} models): independent regressions only")
+            chosen_opts, k_w = _select(X, examples, texts, group, cands, log, S)
         fitted.update(_average([_fit_group(X, examples, group, c, sc) for c, sc in chosen_opts]))
         for m in group:
             chosen[m] = [list(o) for o in chosen_opts]
