@@ -47,3 +47,12 @@ def test_shipped_table_loads() -> None:
     e = StaticEmbedder.load(default_embeddings_path())
     assert e.dim >= 64 and len(e.vocab) > 30_000
     assert e.token_ids("hello world") and e.embed("What is 2 + 2?").shape == (e.dim,)
+
+
+def test_cjk_ideographs_are_words_of_their_own() -> None:
+    """As BERT's basic tokenizer: a run of ideographs is split into characters (each a vocab
+    entry), kana and hangul are not."""
+    e = StaticEmbedder.load()
+    assert e.token_ids("北京天安") == e.token_ids("北 京 天 安")
+    assert [e.vocab[i] for i in e.token_ids("北京")] == ["北", "京"]
+    assert e.token_ids("東京は") == e.token_ids("東 京 は")

@@ -2,9 +2,9 @@
 
 The table (``static_embeddings.npz``: ``vocab`` = the WordPiece vocabulary joined by newlines,
 ``emb`` = float16 (vocab, d)) is produced offline by :mod:`.distill`.  A prompt is lower-cased,
-accents stripped, split BERT-style on whitespace / punctuation, each word cut into WordPiece
-tokens by greedy longest-match (cached per word), and its vector is the mean of the tokens'
-rows, L2-normalised.
+accents stripped, split BERT-style on whitespace / punctuation / around CJK ideographs, each
+word cut into WordPiece tokens by greedy longest-match (cached per word), and its vector is
+the mean of the tokens' rows, L2-normalised.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ __all__ = ["StaticEmbedder", "default_embeddings_path"]
 
 F32 = npt.NDArray[np.float32]
 _SPLIT_RE = re.compile(r"[^\W_]+|[^\w\s]|_")
+# CJK ideographs are words of their own (BERT's ``_tokenize_chinese_chars``; kana and hangul
+# are not split)
+_CJK_RE = re.compile(
+    "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df"
+    "\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f]"
+)
 _MAX_WORD = 100
 _CACHE_MAX = 200_000
 
@@ -85,6 +91,7 @@ class StaticEmbedder:
             low = "".join(
                 c for c in unicodedata.normalize("NFD", low) if unicodedata.category(c) != "Mn"
             )
+            low = _CJK_RE.sub(r" \g<0> ", low)
         ids: list[int] = []
         wp = self._wordpiece
         for w in _SPLIT_RE.findall(low):
