@@ -28,7 +28,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/tierline models pull --quiet
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy
+	$(BIN)/mypy src bench
 	$(BIN)/python -m pytest
 
 # rebuild the shipped router from ../shared/routing-data (deterministic, ~15 min on 2 cores)
@@ -50,7 +50,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy
+	$(BIN)/mypy src bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

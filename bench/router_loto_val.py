@@ -70,11 +70,11 @@ def main() -> None:
             P = np.stack([1 / (1 + np.exp(-(Xe @ fits[m][0] + fits[m][1]))) for m in models], 1)
             V, Q = dequantise_unit(S[tr]), dequantise_unit(S[ev])
             variants = {"linear": P}
-            for k, w in knns:
+            for nk, w in knns:
                 kn = np.concatenate(
-                    [knn_means(V, Y[tr], Q[s : s + 512].T, k) for s in range(0, len(Q), 512)]
+                    [knn_means(V, Y[tr], Q[s : s + 512].T, nk) for s in range(0, len(Q), 512)]
                 )
-                variants[f"knn{k},{w}"] = (1 - w) * P + w * kn
+                variants[f"knn{nk},{w}"] = (1 - w) * P + w * kn
             for vname, Pv in variants.items():
                 key = f"C={C},s={sc} {vname}"
                 best_q.setdefault(key, []).append(

@@ -25,7 +25,7 @@ CONFIGS = ((16, 1e-2), (32, 1e-1), (32, 1.0), (32, 3.0), (32, 10.0), (64, 3.0))
 
 
 def main() -> None:
-    from sklearn.neural_network import MLPRegressor  # type: ignore[import-untyped]
+    from sklearn.neural_network import MLPRegressor  # type: ignore[import-untyped, unused-ignore]
 
     warnings.filterwarnings("ignore")
     data = default_data_dir()

@@ -65,7 +65,8 @@ def _knn(
 
 def _norm_rows(A: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(A, axis=1, keepdims=True)
-    return A / np.maximum(n, 1e-12)
+    normed: np.ndarray = A / np.maximum(n, 1e-12)
+    return normed
 
 
 def main() -> None:
@@ -115,17 +116,17 @@ def main() -> None:
         }
         for a in (0.25, 0.5, 0.75, 1.25, 1.5, 2.0):  # = a * P_s - P_w (+ const)
             scores[f"blend_a{a}"] = a * (ps - pw) + (1 - a) * (1 - pw)
-        for k in (10, 30, 100):
-            for nm, kn in (("sparse", knn_sp[k]), ("dense", knn_de[k])):
-                scores[f"knn_{nm}{k}_gain"] = kn[:, 0]
-                scores[f"knn_{nm}{k}_thr"] = kn[:, 1]
+        for nk in (10, 30, 100):
+            for nm, kn in (("sparse", knn_sp[nk]), ("dense", knn_de[nk])):
+                scores[f"knn_{nm}{nk}_gain"] = kn[:, 0]
+                scores[f"knn_{nm}{nk}_thr"] = kn[:, 1]
                 for b in (0.25, 0.5):
-                    scores[f"gain+knn_{nm}{k}_gain_b{b}"] = (1 - b) * (ps - pw) + b * kn[:, 0]
+                    scores[f"gain+knn_{nm}{nk}_gain_b{b}"] = (1 - b) * (ps - pw) + b * kn[:, 0]
                     for a in (0.5, 0.75, 1.5):  # blend of the kNN-mixed probabilities
                         pk_s = (1 - b) * ps + b * (kn[:, 0] + 1 - kn[:, 1])
                         pk_w = (1 - b) * pw + b * (1 - kn[:, 1])
-                        scores[f"a{a}*Ps-Pw,knn_{nm}{k}_b{b}"] = a * pk_s - pk_w
-                    scores[f"blend0.5+knn_{nm}{k}_b{b}"] = (1 - b) * (
+                        scores[f"a{a}*Ps-Pw,knn_{nm}{nk}_b{b}"] = a * pk_s - pk_w
+                    scores[f"blend0.5+knn_{nm}{nk}_b{b}"] = (1 - b) * (
                         0.5 * (ps - pw) + 0.5 * (1 - pw)
                     ) + b * (0.5 * kn[:, 0] + 0.5 * kn[:, 1])
         qs, qw = Y[ev, 0], Y[ev, 1]
@@ -140,9 +141,9 @@ def main() -> None:
     keys = [k for k in res["val"] if "@" not in k]
     table = []
     for k in keys:
-        v, l1, l2 = res["val"][k], res["loso_gsm8k_held"][k], res["loso_mmlu_held"][k]
-        crit = (v + (l1 + l2) / 2) / 2
-        table.append((crit, k, v, res["val"][f"{k}@routellm-mmlu"],
+        vp, l1, l2 = res["val"][k], res["loso_gsm8k_held"][k], res["loso_mmlu_held"][k]
+        crit = (vp + (l1 + l2) / 2) / 2
+        table.append((crit, k, vp, res["val"][f"{k}@routellm-mmlu"],
                       res["val"][f"{k}@routellm-gsm8k"], l1, l2))
     table.sort(reverse=True)
     print("criterion | mode | val pooled | val MMLU | val GSM8K | LOSO GSM8K held | LOSO MMLU held")

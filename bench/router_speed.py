@@ -26,7 +26,7 @@ PARAGRAPH = (
 
 def make_prompt(chars: int = 4000) -> str:
     """About ``chars`` characters (~ chars / 4 tokens)."""
-    out = []
+    out: list[str] = []
     i = 0
     while sum(len(p) for p in out) < chars:
         out.append(f"[{i}] " + PARAGRAPH)

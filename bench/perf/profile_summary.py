@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 _FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
@@ -51,7 +52,7 @@ def render(path: Path, filt: str | None, top: int) -> str:
     total, incl, self_ = summarise(path)
     if total == 0:
         return f"{path}: no samples\n"
-    keep = (lambda k: filt in k) if filt else (lambda k: True)
+    keep: Callable[[str], bool] = (lambda k: filt in k) if filt else (lambda k: True)
     out = [f"{path}: {total} samples", "", "inclusive %  self %  function"]
     rows = sorted((k for k in incl if keep(k)), key=lambda k: -incl[k])[:top]
     for k in rows:

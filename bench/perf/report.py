@@ -150,11 +150,11 @@ def render(results: dict[str, Any], *, quick: bool = False) -> str:
             f"| {c['latency_ms']} ms | {'stream' if c['stream'] else 'json'} | "
             f"{c['concurrency']} | "
             + " | ".join(_f(t[n]["rps"], 0) if n in t else "–" for n in names)
-            + f" | {_ratio(tl and tl['rps'], ll and ll['rps'], 1)} "
+            + f" | {_ratio(tl and tl['rps'], ll['rps'] if ll else None, 1)} "
             f"| {_ratio(tl and tl['rps'], d and d['rps'])} "
             f"| {add(tl, 'p50_us')} | {add(tl, 'p99_us')} | {add(ll, 'p50_us')} "
             f"| {add(ll, 'p99_us')} | {_f(tl and tl['cpu_ms_per_req'], 3)} "
-            f"| {_f(ll and ll['cpu_ms_per_req'], 3)} | {errs} |")
+            f"| {_f(ll['cpu_ms_per_req'] if ll else None, 3)} | {errs} |")
     lines += [
         "",
         "## Streaming: time to first token",
@@ -181,14 +181,15 @@ def render(results: dict[str, Any], *, quick: bool = False) -> str:
             cells.append(f"{_f(p.get('ttft_p50_ms'))} / {_f(p.get('ttft_p99_ms'))}")
             checked += int(p.get("requests") or 0)
             bad += int(p.get("bad") or 0)
-        d = _ttft(t.get("direct"))
-        tl = _ttft(t.get("tierline"))
+        d_ttft = _ttft(t.get("direct"))
+        tl_ttft = _ttft(t.get("tierline"))
         _, llr = _best_litellm(t)
-        ll = _ttft(llr)
+        ll_ttft = _ttft(llr)
+        tl_add = tl_ttft - d_ttft if tl_ttft is not None and d_ttft is not None else None
+        ll_add = ll_ttft - d_ttft if ll_ttft is not None and d_ttft is not None else None
         lines.append(
             f"| {c['latency_ms']} ms | {c['concurrency']} | " + " | ".join(cells)
-            + f" | {_f(tl - d if tl is not None and d is not None else None)} "
-            f"| {_f(ll - d if ll is not None and d is not None else None)} | {checked} ({bad}) |")
+            + f" | {_f(tl_add)} | {_f(ll_add)} | {checked} ({bad}) |")
     lines += ["", "## Memory and start-up", "",
               "| target | RSS after load (MB, whole process tree) | start-up to healthy (s) |",
               "|---|---|---|"]

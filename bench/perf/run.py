@@ -318,7 +318,7 @@ def main() -> int:
         results["embedded"] = json.loads(emb.read_text())
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     (OUT / f"results-{stamp}.json").write_text(json.dumps(results, indent=1))
-    from report import render  # type: ignore[import-not-found]
+    from report import render  # type: ignore[import-not-found, unused-ignore]
 
     md = render(results, quick=a.quick)
     dest = a.out or (OUT / "quick.md" if a.quick else ROOT / "docs" / "performance.md")
