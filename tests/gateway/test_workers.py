@@ -46,3 +46,63 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out.decode()[-2000:]
     assert b"Traceback" not in out, out.decode()[-2000:]
+
+
+async def test_budget_and_rpm_hold_across_workers(tmp_path: Path) -> None:
+    """Two worker processes share one ledger: a key's budget admits what fits once, not once
+    per process; its RPM limit counts the requests of both."""
+    import asyncio
+
+    from tests.mocks.openai_server import MockOpenAI
+    from tierline.keys.store import KeyStore
+
+    n = 24
+    async with MockOpenAI() as up:
+        for _ in range(n):
+            up.script(latency=1.5)  # every request is still in flight when the last arrives
+        store = KeyStore(tmp_path / "keys.sqlite3")
+        # worst case per request: (~10 prompt + 1000 output tokens) x $1 / 1M = ~$0.00101
+        _, secret = store.create("b", budget_usd=0.0062, period="total")
+        _, rpm_secret = store.create("r", rpm=5)
+        store.close()
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(
+            "server:\n  request_log: " + str(tmp_path / "r.sqlite3") + "\n"
+            "keys:\n  store: " + str(tmp_path / "keys.sqlite3") + "\n"
+            "catalog:\n  builtin: false\n"
+            f"providers:\n  up:\n    wire: openai\n    base_url: {up.url}/v1\n"
+            "    requires_key: false\n"
+            "deployments:\n  - name: m\n    provider: up\n    model: m\n"
+            "    price: {input: 1, output: 1}\n    context_window: 8000\n")
+        port = free_port()
+        env = {**os.environ, "TIERLINE_DATA_DIR": str(tmp_path)}
+        proc = subprocess.Popen([sys.executable, "-m", "tierline.cli", "serve", "--config",
+                                 str(cfg), "--port", str(port), "--workers", "2"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}/v1"
+        try:
+            async with httpx.AsyncClient(timeout=2) as c:
+                for _ in range(300):
+                    try:
+                        if (await c.get(base + "/models")).status_code == 401:
+                            break
+                    except httpx.HTTPError:
+                        await asyncio.sleep(0.1)
+
+            async def ask(key: str) -> int:
+                # a client (connection) per request: SO_REUSEPORT spreads them over workers
+                async with httpx.AsyncClient(timeout=30) as c:
+                    r = await c.post(base + "/chat/completions",
+                                     headers={"authorization": f"Bearer {key}"},
+                                     json={"model": "m", "max_tokens": 1000,
+                                           "messages": [{"role": "user", "content": "hi"}]})
+                    return r.status_code
+
+            codes = await asyncio.gather(*(ask(secret) for _ in range(n)))
+            assert sorted(set(codes)) == [200, 402] and codes.count(200) == 6, codes
+            rpm_codes = await asyncio.gather(*(ask(rpm_secret) for _ in range(12)))
+            assert rpm_codes.count(200) == 5 and rpm_codes.count(429) == 7, rpm_codes
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        assert b"Traceback" not in out, out.decode()[-3000:]

@@ -192,7 +192,7 @@ def run_workers(n: int, host: str, port: int, config_path: str | None) -> None:
 def _worker_main(host: str, port: int, config_path: str | None) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from tierline.config import load_config
     from tierline.gateway.app import create_app
+    from tierline.gateway.server import worker_config
 
-    run(create_app(load_config(config_path)), host, port, reuse_port=True)
+    run(create_app(worker_config(config_path)), host, port, reuse_port=True)

@@ -18,7 +18,9 @@ from tierline.errors import ConfigError
 from tierline.gateway import h1server
 from tierline.gateway.app import Gateway, create_app
 from tierline.gateway.h1server import H1Server
+from tierline.keys import ledger
 from tierline.keys.auth import open_mode_problem
+from tierline.keys.ledger import ledger_path
 
 log = logging.getLogger("tierline.server")
 
@@ -38,14 +40,25 @@ def _uvicorn_config(app: Gateway | str, host: str, port: int, *, log_level: str,
 
 
 WORKER_CONFIG_ENV = "TIERLINE_WORKER_CONFIG"
+WORKERS_ENV = "TIERLINE_WORKERS"
 
 
 def worker_app() -> Gateway:
     """The app of one worker process (`server.workers` > 1): the config comes from the
     file the parent loaded, through the environment."""
+
+    return create_app(worker_config(os.environ.get(WORKER_CONFIG_ENV) or None))
+
+
+def worker_config(path: str | None) -> Config:
+    """The config of one worker process: the file, with the parent's worker count."""
     from tierline.config import load_config
 
-    return create_app(load_config(os.environ.get(WORKER_CONFIG_ENV) or None))
+    config = load_config(path)
+    n = os.environ.get(WORKERS_ENV)
+    if n and n.isdigit():
+        config.server.workers = int(n)
+    return config
 
 
 def serve(config: Config, *, host: str | None = None, port: int | None = None,
@@ -57,6 +70,11 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None,
         if problem.fatal:
             raise ConfigError(str(problem))
         log.warning("%s", problem)
+    if config.server.workers > 1:
+        # the workers re-read the config file: tell them how many they are; their budgets and
+        # limits share a ledger, started afresh (spend is re-read from the request log)
+        os.environ[WORKERS_ENV] = str(config.server.workers)
+        ledger.reset(ledger_path(config))
     app = create_app(config)
     if not app.keys.enabled():
         log.warning("no API keys configured: the gateway runs open, on %s only "

@@ -17,6 +17,7 @@ from typing import Any
 from tierline.config import Config
 from tierline.errors import AuthenticationError, InvalidRequest, PermissionDenied
 from tierline.keys.budget import Budgets, Reservation, request_log_spend
+from tierline.keys.ledger import Ledger, SharedBudgets, SharedLimits, ledger_path
 from tierline.keys.limits import Limits
 from tierline.keys.store import KEY_PREFIX, KeyRecord, KeyStore
 from tierline.routing.filters import Constraints
@@ -50,7 +51,8 @@ def _store_has_keys(config: Config) -> bool:
 
 class KeyAuth:
     def __init__(self, config: Config, *, store: KeyStore | None = None,
-                 budgets: Budgets | None = None, limits: Limits | None = None,
+                 budgets: Budgets | SharedBudgets | None = None,
+                 limits: Limits | SharedLimits | None = None,
                  resolve: Resolver | None = None) -> None:
         self.config = config
         self.master_key = config.keys.master_key or None
@@ -58,12 +60,18 @@ class KeyAuth:
         if store is None and (path.exists() or self.master_key or config.keys.require):
             store = KeyStore(path)
         self.store = store
+        # several worker processes: budgets and limits live in one ledger file they share
+        ledger = (Ledger(ledger_path(config))
+                  if config.server.workers > 1 and (budgets is None or limits is None)
+                  else None)
         if budgets is None:
             log_path = (config.request_log_path() if config.server.request_log != "off"
                         else None)
-            budgets = Budgets(request_log_spend(log_path) if log_path else None)
-        self.budgets = budgets
-        self.limits = limits or Limits()
+            source = request_log_spend(log_path) if log_path else None
+            budgets = SharedBudgets(ledger, source) if ledger is not None else Budgets(source)
+        self.budgets: Budgets | SharedBudgets = budgets
+        self.limits: Limits | SharedLimits = (
+            limits or (SharedLimits(ledger) if ledger is not None else Limits()))
         self._resolve = resolve
         self._master = KeyRecord(id=MASTER_ID, name="master key")
 

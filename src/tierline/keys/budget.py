@@ -72,6 +72,7 @@ class Reservation:
     start: float  # period start it was taken in
     amount: int  # picodollars held
     settled: bool = False
+    hold_id: int = 0  # its row in a shared ledger (SharedBudgets)
 
 
 @dataclass(slots=True)
@@ -114,7 +115,7 @@ class Budgets:
         with self._lock:
             acc = self._account(key)
             if acc.spent + acc.held + worst > budget:
-                raise self._refusal(key, budget, acc, worst)
+                raise refusal(key, budget, acc.spent, acc.held, worst)
             acc.held += worst
             return Reservation(key_id=key.id, start=acc.start, amount=worst)
 
@@ -144,13 +145,14 @@ class Budgets:
         with self._lock:
             self._accounts.pop(key_id, None)
 
-    @staticmethod
-    def _refusal(key: KeyRecord, budget: int, acc: _Account, worst: int) -> PaymentRequired:
-        when = "in total" if key.period == "total" else f"this {key.period} (UTC)"
-        msg = (f"budget exceeded for key {key.id}: ${usd(acc.spent)} of ${usd(budget)} "
-               f"spent {when}")
-        if acc.held:
-            msg += f", ${usd(acc.held)} reserved by requests in flight"
-        msg += (f"; this request may cost up to ${usd(worst)} (a lower max_tokens lowers "
-                "that bound)")
-        return PaymentRequired(msg, headers={"x-should-retry": "false"})
+
+
+def refusal(key: KeyRecord, budget: int, spent: int, held: int, worst: int) -> PaymentRequired:
+    """The 402 for a reservation of `worst` that does not fit the key's budget."""
+    when = "in total" if key.period == "total" else f"this {key.period} (UTC)"
+    msg = f"budget exceeded for key {key.id}: ${usd(spent)} of ${usd(budget)} spent {when}"
+    if held:
+        msg += f", ${usd(held)} reserved by requests in flight"
+    msg += (f"; this request may cost up to ${usd(worst)} (a lower max_tokens lowers "
+            "that bound)")
+    return PaymentRequired(msg, headers={"x-should-retry": "false"})

@@ -36,6 +36,23 @@ def _retry_after(seconds: float) -> dict[str, str]:
     return {"retry-after": str(max(1, math.ceil(seconds)))}
 
 
+def rpm_refusal(key: KeyRecord, wait: float) -> RateLimited:
+    return RateLimited(f"rate limit of {key.rpm} requests per minute reached for key {key.id}",
+                       headers=_retry_after(wait))
+
+
+def tpm_refusal(key: KeyRecord, wait: float) -> RateLimited:
+    return RateLimited(f"rate limit of {key.tpm} tokens per minute reached for key {key.id}",
+                       headers=_retry_after(wait))
+
+
+def tpm_too_big(key: KeyRecord, tokens: int) -> RateLimited:
+    return RateLimited(
+        f"this request needs {tokens} tokens (prompt + max output), more than the limit of "
+        f"{key.tpm} tokens per minute for key {key.id}; lower max_tokens",
+        headers={"x-should-retry": "false"})
+
+
 class Limits:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -55,21 +72,12 @@ class Limits:
             w.expire(now)
             if key.rpm is not None and len(w.events) >= key.rpm:
                 # the oldest of the last `rpm` admissions must leave the window first
-                wait = w.events[len(w.events) - key.rpm][0] + WINDOW - now
-                raise RateLimited(
-                    f"rate limit of {key.rpm} requests per minute reached for key {key.id}",
-                    headers=_retry_after(wait))
+                raise rpm_refusal(key, w.events[len(w.events) - key.rpm][0] + WINDOW - now)
             if key.tpm is not None:
                 if tokens > key.tpm:
-                    raise RateLimited(
-                        f"this request needs {tokens} tokens (prompt + max output), more "
-                        f"than the limit of {key.tpm} tokens per minute for key {key.id}; "
-                        "lower max_tokens", headers={"x-should-retry": "false"})
+                    raise tpm_too_big(key, tokens)
                 if w.tokens + tokens > key.tpm:
-                    raise RateLimited(
-                        f"rate limit of {key.tpm} tokens per minute reached for key "
-                        f"{key.id}", headers=_retry_after(self._tpm_wait(w, tokens,
-                                                                         key.tpm, now)))
+                    raise tpm_refusal(key, self._tpm_wait(w, tokens, key.tpm, now))
             w.events.append((now, tokens))
             w.tokens += tokens
 

@@ -1,0 +1,152 @@
+"""Budgets and limits shared by worker processes through one SQLite ledger file."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tierline.errors import PaymentRequired, RateLimited
+from tierline.keys.ledger import Ledger, SharedBudgets, SharedLimits, reset
+from tierline.keys.store import KeyRecord
+
+USD = 10**12  # picodollars
+KEY = KeyRecord(id="key_shared", name="s", budget_usd=0.01, period="total")
+
+
+def _reserve_many(path: str, n: int, out: multiprocessing.Queue[int]) -> None:
+    """A worker process: try `n` reservations of $0.001, settle none, report the admitted."""
+    b = SharedBudgets(Ledger(Path(path)))
+    ok = 0
+    for _ in range(n):
+        try:
+            b.reserve(KEY, USD // 1000)
+            ok += 1
+        except PaymentRequired:
+            pass
+    out.put(ok)
+
+
+def test_two_processes_never_overshoot(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ctx = multiprocessing.get_context("spawn")
+    q: multiprocessing.Queue[int] = ctx.Queue()
+    procs = [ctx.Process(target=_reserve_many, args=(str(path), 40, q)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert sum(got) == 10  # $0.01 / $0.001, over three processes together
+
+
+def test_threads_on_two_connections_admit_exactly_what_fits(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    a, b = SharedBudgets(Ledger(path)), SharedBudgets(Ledger(path))
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def one(budgets: SharedBudgets) -> None:
+        try:
+            r = budgets.reserve(KEY, USD // 1000)
+        except PaymentRequired as exc:
+            assert "budget exceeded for key key_shared" in str(exc)
+            with lock:
+                results.append(False)
+            return
+        with lock:
+            results.append(True)
+        budgets.settle(r, USD // 1000)
+
+    threads = [threading.Thread(target=one, args=(a if i % 2 else b,)) for i in range(60)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 10
+    assert a.spent(KEY) == b.spent(KEY) == USD // 100 and a.held(KEY) == 0
+
+
+def test_settle_books_actual_cost_and_frees_room(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    a, b = SharedBudgets(Ledger(path)), SharedBudgets(Ledger(path))
+    r = a.reserve(KEY, USD // 200)  # $0.005 held
+    assert r is not None and b.held(KEY) == USD // 200
+    a.settle(r, USD // 1000)
+    a.settle(r, USD // 1000)  # idempotent
+    assert b.spent(KEY) == USD // 1000 and b.held(KEY) == 0
+    assert b.reserve(KEY, USD // 1000 * 9) is not None  # exactly the rest fits
+    with pytest.raises(PaymentRequired):
+        a.reserve(KEY, 1)
+    assert a.reserve(KeyRecord(id="nobudget", name="n"), 10**15) is None
+
+
+def test_spend_is_read_from_the_request_log_once_per_period(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def source(key_id: str, since: float) -> int:
+        calls.append(key_id)
+        return USD // 100 - USD // 1000  # $0.009 already spent
+
+    b = SharedBudgets(Ledger(tmp_path / "l.sqlite3"), source)
+    assert b.reserve(KEY, USD // 1000) is not None
+    with pytest.raises(PaymentRequired):
+        b.reserve(KEY, 1)
+    assert calls == ["key_shared"]
+
+
+def test_holds_of_a_dead_worker_are_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    pid = int(dead.stdout)
+    b = SharedBudgets(Ledger(path))
+    assert b.reserve(KEY, USD // 100) is not None  # our own hold: the budget is full
+    led = Ledger(path)
+    with led.transaction() as c:  # a hold left by a worker that died mid-request
+        c.execute("INSERT INTO budget_holds (key_id, amount, pid) VALUES (?, ?, ?)",
+                  (KEY.id, USD, pid))
+    assert b.held(KEY) == USD + USD // 100
+    SharedBudgets(Ledger(path))  # the replacement worker opens the ledger
+    assert b.held(KEY) == USD // 100  # ours (a live pid) stays
+
+
+def test_reset_starts_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    led = Ledger(path)
+    assert SharedBudgets(led).reserve(KEY, USD // 100) is not None
+    led.close()
+    reset(path)
+    assert not path.exists()
+    assert SharedBudgets(Ledger(path)).held(KEY) == 0
+
+
+def test_shared_limits_rpm_tpm_and_window(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    now = [1000.0]
+    a = SharedLimits(Ledger(path), clock=lambda: now[0])
+    b = SharedLimits(Ledger(path), clock=lambda: now[0])
+    key = KeyRecord(id="k_rpm", name="r", rpm=5)
+    for i in range(5):
+        (a if i % 2 else b).admit(key, 10)
+        now[0] += 1.0
+    with pytest.raises(RateLimited) as ei:
+        a.admit(key, 10)
+    assert ei.value.headers["retry-after"] == "55"  # the first admission leaves at t=1060
+    now[0] = 1060.5
+    b.admit(key, 10)  # one slot free again
+    tk = KeyRecord(id="k_tpm", name="t", tpm=100)
+    a.admit(tk, 60)
+    with pytest.raises(RateLimited, match="tokens per minute reached"):
+        b.admit(tk, 50)
+    with pytest.raises(RateLimited, match="lower max_tokens") as e2:
+        b.admit(tk, 101)
+    assert e2.value.headers == {"x-should-retry": "false"}
+    b.admit(tk, 40)
+    a.forget("k_tpm")
+    b.admit(tk, 100)
+    a.admit(KeyRecord(id="free", name="f"), 10**9)  # no limits: never touches the ledger
