@@ -56,6 +56,9 @@ class FeatureConfig:
     static_weight: float = 4.0
 
 
+_CRC_CACHE_MAX = 200_000
+
+
 class Featurizer:
     """Maps prompt text to a sparse hashed feature vector."""
 
@@ -74,6 +77,7 @@ class Featurizer:
             if self.static.dim < self.config.static_dims:
                 raise ValueError("static embedding table has fewer dims than static_dims")
         self._shift = np.uint64(64 - self.config.bits)
+        self._crc: dict[str, int] = {}  # word -> crc32 (words repeat across prompts)
         self.idf: FloatArr | None = idf
 
     # -- hashing -----------------------------------------------------------------------
@@ -85,7 +89,17 @@ class Featurizer:
         toks = _WORD_RE.findall(text)
         if not toks:
             return np.zeros(0, dtype=np.int64)
-        h = np.fromiter((zlib.crc32(t.encode()) for t in toks), dtype=np.uint64, count=len(toks))
+        cache = self._crc
+        get = cache.get
+        hs = []
+        for t in toks:
+            v = get(t)
+            if v is None:
+                v = zlib.crc32(t.encode())
+                if len(cache) < _CRC_CACHE_MAX:
+                    cache[t] = v
+            hs.append(v)
+        h = np.array(hs, dtype=np.uint64)
         parts = [h]
         if self.config.word_bigrams and len(h) > 1:
             with np.errstate(over="ignore"):
@@ -112,7 +126,10 @@ class Featurizer:
     def shape_features(text: str) -> FloatArr:
         """Dense length / content-shape features (roughly in [0, 1.5])."""
         n = max(len(text), 1)
-        digits = sum(c.isdigit() for c in text)
+        if text.isascii():  # the same count as str.isdigit, in C
+            digits = sum(map(text.count, "0123456789"))
+        else:
+            digits = sum(c.isdigit() for c in text)
         maths = sum(text.count(c) for c in "=+*/^<>$\\")
         return np.array(
             [

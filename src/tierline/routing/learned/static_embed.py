@@ -93,9 +93,10 @@ class StaticEmbedder:
             )
             low = _CJK_RE.sub(r" \g<0> ", low)
         ids: list[int] = []
-        wp = self._wordpiece
+        get = self._cache.get
         for w in _SPLIT_RE.findall(low):
-            ids.extend(wp(w))
+            hit = get(w)
+            ids.extend(hit if hit is not None else self._wordpiece(w))
         return ids
 
     def embed(self, text: str) -> F32:
