@@ -56,7 +56,7 @@ class FeatureConfig:
     static_weight: float = 4.0
 
 
-_CRC_CACHE_MAX = 200_000
+_CRC_CACHE_MAX = 50_000  # ~5 MB at most; frequent words fill it first
 
 
 class Featurizer:
