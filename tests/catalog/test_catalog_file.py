@@ -24,6 +24,7 @@ VENDORS = {
     "openrouter": "OPENROUTER_API_KEY",
     "baseten": "BASETEN_API_KEY",
     "replicate": "REPLICATE_API_TOKEN",
+    "mistral": "MISTRAL_API_KEY",
 }
 PROFILES = {
     "gpt-4-1106-preview",
@@ -118,6 +119,31 @@ def test_vendors_need_only_their_key(providers: dict[str, ProviderSpec]) -> None
     assert providers["replicate"].wire == "replicate"
     assert providers["local"].wire == "embedded"
     assert not providers["local"].requires_key
+
+
+def test_eu_hosted_deployments(
+    providers: dict[str, ProviderSpec], deployments: list[Deployment]
+) -> None:
+    """Data residency works out of the box: hosted (non-embedded) `region: eu` deployments,
+    a strong and a cheap one, on an OpenAI-wire vendor that needs only its key."""
+    eu = [d for d in deployments
+          if (d.region or providers[d.provider].region) == "eu"
+          and providers[d.provider].wire != "embedded"]
+    assert {d.tier for d in eu} >= {"strong", "cheap"}, [d.name for d in eu]
+    for d in eu:
+        spec = providers[d.provider]
+        assert spec.wire == "openai" and spec.api_key_env in VENDORS.values(), d.name
+        assert d.price.input > 0 and d.price.output > 0, d.name
+
+
+def test_mistral_uses_the_eu_endpoint_without_stream_options(
+    providers: dict[str, ProviderSpec]
+) -> None:
+    """The global api.mistral.ai gives no region guarantee; Mistral rejects `stream_options`."""
+    spec = providers["mistral"]
+    assert spec.base_url == "https://api.eu.mistral.ai/v1" and spec.region == "eu"
+    assert spec.send_stream_options is False
+    assert all(s.send_stream_options for n, s in providers.items() if n != "mistral")
 
 
 def test_local_model(deployments: list[Deployment]) -> None:

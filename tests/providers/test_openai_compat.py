@@ -99,6 +99,24 @@ async def test_stream_forces_include_usage(provider: OpenAICompatProvider,
     assert mock.requests[-1].json["stream_options"] == {"include_usage": True}
 
 
+async def test_stream_without_stream_options(mock: MockOpenAI) -> None:
+    """`send_stream_options: false` (vendors that reject the field, e.g. Mistral): the
+    field is not added, and a client's own is dropped."""
+    p = make(mock, send_stream_options=False)
+    try:
+        chunks = await collect(p, req(stream=True, max_tokens=9,
+                                      stream_options={"include_usage": True}))
+        assert mock.requests[-1].json == {"model": "gpt-test-upstream",
+                                          "messages": [{"role": "user", "content": "Hi"}],
+                                          "max_tokens": 9, "stream": True}
+        assert "".join(c.data["choices"][0]["delta"].get("content") or ""
+                       for c in chunks if c.data.get("choices")) == "Hello from the mock."
+        await collect(p, req())
+        assert "stream_options" not in mock.requests[-1].json
+    finally:
+        await p.aclose()
+
+
 async def test_complete_response_and_usage(provider: OpenAICompatProvider,
                                            mock: MockOpenAI) -> None:
     mock.script(text="Paris.", prompt_tokens=30, completion_tokens=8, cached_tokens=16,

@@ -42,6 +42,9 @@ class ProviderSpec(_Strict):
     trains_on_inputs: bool = False
     max_connections: int = Field(256, ge=1)
     transport: Literal["auto", "aiohttp"] = "auto"  # auto: httptools client unless proxied
+    # openai wire: ask for stream usage with `stream_options.include_usage`. False for vendors
+    # that reject the field (and report usage in a stream's last chunk anyway): it is dropped.
+    send_stream_options: bool = True
     # seconds
     connect_timeout: float = Field(10.0, gt=0)
     first_token_timeout: float = Field(60.0, gt=0)

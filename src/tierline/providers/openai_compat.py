@@ -1,8 +1,8 @@
 """The OpenAI chat-completions wire format, for every vendor that speaks it.
 
-OpenAI, Together, Fireworks, Groq, Cerebras, DeepSeek, OpenRouter, Baseten, vLLM, SGLang,
-Ollama, llama.cpp server, Modal...: each is a `ProviderSpec` in the catalog (base URL, key
-env var), not code. The body is passed through with only `model` replaced; streams are
+OpenAI, Together, Fireworks, Groq, Cerebras, DeepSeek, OpenRouter, Baseten, Mistral, vLLM,
+SGLang, Ollama, llama.cpp server, Modal...: each is a `ProviderSpec` in the catalog (base URL,
+key env var), not code. The body is passed through with only `model` replaced; streams are
 forwarded chunk by chunk without re-encoding.
 """
 
@@ -64,10 +64,13 @@ class OpenAICompatProvider:
         body["model"] = deployment.model
         if stream:
             body["stream"] = True
-            opts = body.get("stream_options")
-            opts = dict(opts) if isinstance(opts, dict) else {}
-            opts["include_usage"] = True  # always: tierline accounts every stream
-            body["stream_options"] = opts
+            if self.spec.send_stream_options:
+                opts = body.get("stream_options")
+                opts = dict(opts) if isinstance(opts, dict) else {}
+                opts["include_usage"] = True  # always: tierline accounts every stream
+                body["stream_options"] = opts
+            else:  # the vendor rejects the field and sends usage unasked
+                body.pop("stream_options", None)
         else:
             body.pop("stream", None)
             body.pop("stream_options", None)
