@@ -14,20 +14,27 @@ import httpx
 from tierline.gateway.server import free_port
 
 
-def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path) -> None:
+def serve_two_workers(tmp_path: Path, upstream: str, port: int) -> subprocess.Popen[bytes]:
+    """`tierline serve --workers 2` on `port`, one deployment `m` at `upstream`; data (request
+    log, key store, ledger) under `tmp_path`."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         "server:\n  request_log: " + str(tmp_path / "r.sqlite3") + "\n"
+        "keys:\n  store: " + str(tmp_path / "keys.sqlite3") + "\n"
         "catalog:\n  builtin: false\n"
-        "providers:\n  up:\n    wire: openai\n    base_url: http://127.0.0.1:9/v1\n"
+        f"providers:\n  up:\n    wire: openai\n    base_url: {upstream}\n"
         "    requires_key: false\n"
         "deployments:\n  - name: m\n    provider: up\n    model: m\n"
         "    price: {input: 1, output: 1}\n    context_window: 8000\n")
-    port = free_port()
     env = {**os.environ, "TIERLINE_DATA_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "tierline.cli", "serve", "--config",
+    return subprocess.Popen([sys.executable, "-m", "tierline.cli", "serve", "--config",
                              str(cfg), "--port", str(port), "--workers", "2"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    proc = serve_two_workers(tmp_path, "http://127.0.0.1:9/v1", port)
     try:
         deadline = time.monotonic() + 60
         ok = 0
@@ -65,20 +72,8 @@ async def test_budget_and_rpm_hold_across_workers(tmp_path: Path) -> None:
         _, secret = store.create("b", budget_usd=0.0062, period="total")
         _, rpm_secret = store.create("r", rpm=5)
         store.close()
-        cfg = tmp_path / "c.yaml"
-        cfg.write_text(
-            "server:\n  request_log: " + str(tmp_path / "r.sqlite3") + "\n"
-            "keys:\n  store: " + str(tmp_path / "keys.sqlite3") + "\n"
-            "catalog:\n  builtin: false\n"
-            f"providers:\n  up:\n    wire: openai\n    base_url: {up.url}/v1\n"
-            "    requires_key: false\n"
-            "deployments:\n  - name: m\n    provider: up\n    model: m\n"
-            "    price: {input: 1, output: 1}\n    context_window: 8000\n")
         port = free_port()
-        env = {**os.environ, "TIERLINE_DATA_DIR": str(tmp_path)}
-        proc = subprocess.Popen([sys.executable, "-m", "tierline.cli", "serve", "--config",
-                                 str(cfg), "--port", str(port), "--workers", "2"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = serve_two_workers(tmp_path, up.url + "/v1", port)
         base = f"http://127.0.0.1:{port}/v1"
         try:
             async with httpx.AsyncClient(timeout=2) as c:

@@ -20,7 +20,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tierline.config import Config
@@ -84,34 +85,21 @@ class Ledger:
             if not _alive(pid):
                 self._conn.execute("DELETE FROM budget_holds WHERE pid = ?", (pid,))
 
-    def transaction(self) -> _Tx:
-        return _Tx(self)
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` when the block raises)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-
-class _Tx:
-    """``with ledger.transaction() as c:`` - BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self._l = ledger
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._l._lock.acquire()
-        try:
-            self._l._conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._l._lock.release()
-            raise
-        return self._l._conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            self._l._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            self._l._lock.release()
 
 
 class SharedBudgets:

@@ -101,15 +101,9 @@ def _fit_group(
     labels: list[np.ndarray] = []
     weights: list[np.ndarray] = []
     for j, m in enumerate(group):
-        rows = np.array([i for i, e in enumerate(examples) if m in e.outcomes], dtype=np.int64)
-        if len(rows) == 0:
+        rr, yy, ww, _ = _soft_rows(examples, m)
+        if len(rr) == 0:
             continue
-        y = np.clip(np.array([examples[i].outcomes[m].score for i in rows]), 0.0, 1.0)
-        frac = (y > 0) & (y < 1)
-        rr = np.concatenate([rows, rows[frac]])
-        yy = np.concatenate([(y >= 0.5).astype(int), np.zeros(int(frac.sum()), int)])
-        ww = np.concatenate([np.where(frac, y, 1.0), 1.0 - y[frac]])
-        yy[: len(rows)][frac] = 1
         Xr = X[rr]
         blocks = []
         if shared_scale > 0:
@@ -159,6 +153,24 @@ def _rows_of(examples: Sequence[Example], m: str) -> np.ndarray:
     return np.array([i for i, e in enumerate(examples) if m in e.outcomes], dtype=np.int64)
 
 
+def _soft_rows(
+    examples: Sequence[Example], m: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Training rows of model ``m``: (example index per row, label, weight, scores).
+
+    A fractional score ``s`` becomes two rows, a positive of weight ``s`` and a negative of
+    weight ``1 - s``; 0 and 1 are one row of weight 1.
+    """
+    rows = _rows_of(examples, m)
+    y = np.clip(np.array([examples[int(i)].outcomes[m].score for i in rows]), 0.0, 1.0)
+    frac = (y > 0) & (y < 1)
+    rr = np.concatenate([rows, rows[frac]])
+    yy = np.concatenate([(y >= 0.5).astype(int), np.zeros(int(frac.sum()), int)])
+    yy[: len(rows)][frac] = 1
+    ww = np.concatenate([np.where(frac, y, 1.0), 1.0 - y[frac]])
+    return rr, yy, ww, y
+
+
 def _is_large(X: Any, examples: Sequence[Example], group: list[str]) -> bool:
     """Would the stacked multi-task matrix of ``group`` (with a shared block) be too big?"""
     row_nnz = np.diff(X.tocsr().indptr)
@@ -170,13 +182,7 @@ def _fit_one(X: Any, examples: Sequence[Example], m: str, C: float) -> tuple[np.
     """L2 logistic regression of one model (soft labels as two weighted rows)."""
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped, unused-ignore]
 
-    rows = _rows_of(examples, m)
-    y = np.clip(np.array([examples[int(i)].outcomes[m].score for i in rows]), 0.0, 1.0)
-    frac = (y > 0) & (y < 1)
-    rr = np.concatenate([rows, rows[frac]])
-    yy = np.concatenate([(y >= 0.5).astype(int), np.zeros(int(frac.sum()), int)])
-    yy[: len(rows)][frac] = 1
-    ww = np.concatenate([np.where(frac, y, 1.0), 1.0 - y[frac]])
+    rr, yy, ww, y = _soft_rows(examples, m)
     if len(rr) == 0 or yy.min() == yy.max():
         p = float(np.clip(y.mean() if len(y) else 0.5, 1e-3, 1 - 1e-3))
         return np.zeros(X.shape[1], np.float32), float(np.log(p / (1 - p)))
