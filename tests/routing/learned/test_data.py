@@ -66,3 +66,14 @@ def test_prompt_is_the_users_turns_with_content_parts(tmp_path: Path) -> None:
     p = tmp_path / "d.jsonl"
     p.write_text(json.dumps(rec) + "\n")
     assert load_outcomes(p)[0].text == "first\nsecond"
+
+
+def test_bare_and_boolean_scores(tmp_path: Path) -> None:
+    """`{"m": 0.5}` is `{"m": {"score": 0.5}}`; true / false are 1.0 / 0.0."""
+    rec = {"messages": [{"role": "user", "content": "q"}],
+           "outcomes": {"a": 0.5, "b": {"score": True}, "c": False}}
+    p = tmp_path / "d.jsonl"
+    p.write_text(json.dumps(rec) + "\n")
+    oc = load_outcomes(p)[0].outcomes
+    assert (oc["a"].score, oc["b"].score, oc["c"].score) == (0.5, 1.0, 0.0)
+    assert oc["a"].cost_usd is None

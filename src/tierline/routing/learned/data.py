@@ -101,10 +101,14 @@ def _parse_outcomes(raw: Any, path: Path, lineno: int) -> dict[str, Outcome]:
         raise _fail(path, lineno, "'outcomes' must be an object")
     out: dict[str, Outcome] = {}
     for model, o in raw.items():
+        if isinstance(o, bool | int | float):  # a bare score
+            o = {"score": o}
         if not isinstance(o, dict) or "score" not in o:
             raise _fail(path, lineno, f"outcome of {model!r} needs a 'score'")
         score = o["score"]
-        if isinstance(score, bool) or not isinstance(score, int | float):
+        if isinstance(score, bool):  # pass / fail
+            score = float(score)
+        if not isinstance(score, int | float):
             raise _fail(path, lineno, f"score of {model!r} is not a number")
         if not 0.0 <= float(score) <= 1.0:
             raise _fail(path, lineno, f"score of {model!r} outside [0, 1]: {score}")
