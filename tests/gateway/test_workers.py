@@ -55,9 +55,9 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path) -> None:
     assert b"Traceback" not in out, out.decode()[-2000:]
 
 
-async def test_budget_and_rpm_hold_across_workers(tmp_path: Path) -> None:
+async def test_budget_rpm_and_metrics_across_workers(tmp_path: Path) -> None:
     """Two worker processes share one ledger: a key's budget admits what fits once, not once
-    per process; its RPM limit counts the requests of both."""
+    per process; its RPM limit counts the requests of both; /metrics shows both."""
     import asyncio
 
     from tests.mocks.openai_server import MockOpenAI
@@ -97,6 +97,14 @@ async def test_budget_and_rpm_hold_across_workers(tmp_path: Path) -> None:
             assert sorted(set(codes)) == [200, 402] and codes.count(200) == 6, codes
             rpm_codes = await asyncio.gather(*(ask(rpm_secret) for _ in range(12)))
             assert rpm_codes.count(200) == 5 and rpm_codes.count(429) == 7, rpm_codes
+            # /metrics from whichever worker a scrape lands on: the totals of both
+            await asyncio.sleep(1.5)  # every worker has published its counts
+            for _ in range(6):
+                async with httpx.AsyncClient(timeout=5) as c:
+                    text = (await c.get(base.removesuffix("/v1") + "/metrics")).text
+                counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                          if line.startswith("tierline_requests_total{")]
+                assert sum(counts) == n + 12, text
         finally:
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=30)

@@ -7,8 +7,11 @@ the `tierline.providers` entry points, keyed by wire format; tests may inject th
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -32,6 +35,7 @@ from tierline.gateway.chat import RequestIds, handle_chat
 from tierline.gateway.metrics import Metrics
 from tierline.keys.admin import handle_admin
 from tierline.keys.auth import KeyAuth
+from tierline.keys.ledger import Ledger, ledger_path
 from tierline.providers.base import Provider
 from tierline.resilience.breaker import Breakers
 from tierline.resilience.executor import Executor
@@ -78,7 +82,11 @@ class Gateway:
         self.router = Router(self.catalog, config.routing, predictor=self.predictor)
         self.executor = Executor(self.providers, r, self.breakers)
         self.request_log: RequestLog | None = None
-        self.keys = KeyAuth(config, resolve=lambda n: [d.name for d in self.router.resolve(n)])
+        # several worker processes share budgets, limits and metrics through one ledger file
+        self.ledger = Ledger(ledger_path(config)) if config.server.workers > 1 else None
+        self.keys = KeyAuth(config, resolve=lambda n: [d.name for d in self.router.resolve(n)],
+                            ledger=self.ledger)
+        self._publisher: asyncio.Task[None] | None = None
         self.new_request_id = RequestIds()
         self.started = False
         self.started_at = time.time()
@@ -118,12 +126,37 @@ class Gateway:
                     await warm(dep)
         for name in self.catalog.deployments:
             self.metrics.health.set((name,), 1)
+        if self.ledger is not None:
+            self._publisher = asyncio.create_task(self._publish_metrics())
         # everything built so far lives as long as the app: keep it out of GC scans
         gc.collect()
         gc.freeze()
         self.started = True
 
+    async def _publish_metrics(self, every: float = 1.0) -> None:
+        """Worker processes: this worker's metrics into the ledger, every second."""
+        while True:
+            self._share_metrics()
+            await asyncio.sleep(every)
+
+    def _share_metrics(self) -> None:
+        if self.ledger is None:
+            return
+        self._update_health()
+        try:
+            self.ledger.publish_metrics(json.dumps(self.metrics.snapshot()))
+        except sqlite3.Error as e:  # metrics must never take a worker down
+            log.warning("publishing metrics to the ledger failed: %s", e)
+
+    def _update_health(self) -> None:
+        for d in self.catalog.deployments:
+            self.metrics.health.set((d,), 0 if self.breakers.state(d) == "open" else 1)
+
     async def shutdown(self) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
+            self._publisher = None
+            self._share_metrics()  # the last counts stay in the totals
         for p in self.providers.values():
             try:
                 await p.aclose()
@@ -225,9 +258,13 @@ class Gateway:
 
     def _metrics(self) -> Callable[[Send], Any]:
         async def run(send: Send) -> None:
-            for d in self.catalog.deployments:
-                self.metrics.health.set((d,), 0 if self.breakers.state(d) == "open" else 1)
-            body = self.metrics.render().encode()
+            self._update_health()
+            metrics = self.metrics
+            if self.ledger is not None:  # the totals of every worker
+                self._share_metrics()
+                metrics = Metrics.merged((json.loads(data), alive)
+                                         for data, alive in self.ledger.metrics_snapshots())
+            body = metrics.render().encode()
             await send_bytes(send, 200, body,
                              [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
         return run

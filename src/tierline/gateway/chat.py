@@ -117,6 +117,7 @@ def constraints_for(gw: Gateway, req: ChatRequest) -> Constraints:
 
 async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     ctx = Ctx(rid=gw.new_request_id(), t0=time.monotonic())
+    gw.metrics.in_flight.inc(())  # back down in finish(), which runs exactly once
     headers = request_headers(scope)
     try:
         key = gw.keys.authenticate(headers)
@@ -314,6 +315,7 @@ def finish(gw: Gateway, ctx: Ctx) -> None:
     provider = dep.provider if dep is not None else ""
     req = ctx.req
     m = gw.metrics
+    m.in_flight.inc((), -1.0)
     labels = (model, provider)
     m.requests.inc((model, provider, str(ctx.status)))
     if ctx.status >= 400:

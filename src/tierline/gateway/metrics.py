@@ -2,12 +2,20 @@
 
 Counters and histograms keyed by label tuples; `render()` emits the text exposition
 format. Recording is a dict lookup and a few integer adds (hot path).
+
+With several worker processes, each publishes `snapshot()` to the shared ledger every second
+and `/metrics` renders `merged()` over all of them: counters and histograms summed (a dead
+worker's last counts stay, so totals never go down), gauges from live workers only
+(`in_flight` summed, `deployment_healthy` the minimum: unhealthy if any worker's circuit is
+open).
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -108,3 +116,39 @@ class Metrics:
         for m in self._all:
             lines.extend(m.render())
         return "\n".join(lines) + "\n"
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every value, JSON-serialisable (label tuples become lists)."""
+        out: dict[str, Any] = {}
+        for m in self._all:
+            if isinstance(m, Histogram):
+                out[m.name] = [[list(k), c, m.sums[k]] for k, c in m.counts.items()]
+            else:
+                out[m.name] = [[list(k), v] for k, v in m.values.items()]
+        return out
+
+    @classmethod
+    def merged(cls, snapshots: Iterable[tuple[dict[str, Any], bool]]) -> Metrics:
+        """The metrics of several processes: ``(snapshot, alive)`` pairs."""
+        total = cls()
+        health: dict[tuple[str, ...], float] = {}
+        for snap, alive in snapshots:
+            for m in total._all:
+                for row in snap.get(m.name, []):
+                    k = tuple(row[0])
+                    if isinstance(m, Histogram):
+                        c = m.counts.setdefault(k, [0] * (len(m.buckets) + 1))
+                        for i, n in enumerate(row[1]):
+                            c[i] += int(n)
+                        m.sums[k] += float(row[2])
+                    elif m is total.health:
+                        if alive:
+                            health[k] = min(health.get(k, 1.0), float(row[1]))
+                    elif isinstance(m, Gauge):
+                        if alive:
+                            m.inc(k, float(row[1]))
+                    else:
+                        m.inc(k, float(row[1]))
+        for k, v in health.items():
+            total.health.set(k, v)
+        return total

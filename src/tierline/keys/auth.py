@@ -17,7 +17,7 @@ from typing import Any
 from tierline.config import Config
 from tierline.errors import AuthenticationError, InvalidRequest, PermissionDenied
 from tierline.keys.budget import Budgets, Reservation, request_log_spend
-from tierline.keys.ledger import Ledger, SharedBudgets, SharedLimits, ledger_path
+from tierline.keys.ledger import Ledger, SharedBudgets, SharedLimits
 from tierline.keys.limits import Limits
 from tierline.keys.store import KEY_PREFIX, KeyRecord, KeyStore
 from tierline.routing.filters import Constraints
@@ -53,17 +53,14 @@ class KeyAuth:
     def __init__(self, config: Config, *, store: KeyStore | None = None,
                  budgets: Budgets | SharedBudgets | None = None,
                  limits: Limits | SharedLimits | None = None,
-                 resolve: Resolver | None = None) -> None:
+                 resolve: Resolver | None = None, ledger: Ledger | None = None) -> None:
         self.config = config
         self.master_key = config.keys.master_key or None
         path = config.keys_path()
         if store is None and (path.exists() or self.master_key or config.keys.require):
             store = KeyStore(path)
         self.store = store
-        # several worker processes: budgets and limits live in one ledger file they share
-        ledger = (Ledger(ledger_path(config))
-                  if config.server.workers > 1 and (budgets is None or limits is None)
-                  else None)
+        # several worker processes: budgets and limits live in the ledger file they share
         if budgets is None:
             log_path = (config.request_log_path() if config.server.request_log != "off"
                         else None)

@@ -12,6 +12,8 @@ write transaction per admission and per settlement (tens of microseconds).
   holds that the next worker to open the ledger deletes (their pid is gone).
 * The parent process calls :func:`reset` before starting the workers, so a restart reads
   spend afresh from the request log, as a single process does.
+* It also carries each worker's metrics snapshot, so that ``/metrics`` (answered by whichever
+  worker the scrape lands on) shows the totals of all of them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ CREATE INDEX IF NOT EXISTS budget_holds_key ON budget_holds (key_id);
 CREATE TABLE IF NOT EXISTS limit_events (key_id TEXT NOT NULL, ts REAL NOT NULL,
                                          tokens INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS limit_events_key ON limit_events (key_id, ts);
+CREATE TABLE IF NOT EXISTS metrics_snapshots (pid INTEGER PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS limit_totals (key_id TEXT PRIMARY KEY, n INTEGER NOT NULL,
                                          tokens INTEGER NOT NULL);
 """
@@ -96,6 +99,18 @@ class Ledger:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def publish_metrics(self, data: str) -> None:
+        """This process's metrics snapshot (JSON), replacing its previous one."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO metrics_snapshots (pid, data) VALUES (?, ?)",
+                      (os.getpid(), data))
+
+    def metrics_snapshots(self) -> list[tuple[str, bool]]:
+        """Every process's latest snapshot, and whether that process is alive."""
+        with self._lock:
+            rows = self._conn.execute("SELECT pid, data FROM metrics_snapshots").fetchall()
+        return [(str(data), _alive(int(pid))) for pid, data in rows]
 
     def close(self) -> None:
         with self._lock:
