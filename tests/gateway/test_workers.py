@@ -14,12 +14,13 @@ import httpx
 from tierline.gateway.server import free_port
 
 
-def serve_two_workers(tmp_path: Path, upstream: str, port: int) -> subprocess.Popen[bytes]:
+def serve_two_workers(tmp_path: Path, upstream: str, port: int,
+                      extra: str = "") -> subprocess.Popen[bytes]:
     """`tierline serve --workers 2` on `port`, one deployment `m` at `upstream`; data (request
-    log, key store, ledger) under `tmp_path`."""
+    log, key store, ledger) under `tmp_path`; `extra`: more top-level YAML."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
-        "server:\n  request_log: " + str(tmp_path / "r.sqlite3") + "\n"
+        extra + "server:\n  request_log: " + str(tmp_path / "r.sqlite3") + "\n"
         "keys:\n  store: " + str(tmp_path / "keys.sqlite3") + "\n"
         "catalog:\n  builtin: false\n"
         f"providers:\n  up:\n    wire: openai\n    base_url: {upstream}\n"
@@ -105,6 +106,42 @@ async def test_budget_rpm_and_metrics_across_workers(tmp_path: Path) -> None:
                 counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                           if line.startswith("tierline_requests_total{")]
                 assert sum(counts) == n + 12, text
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        assert b"Traceback" not in out, out.decode()[-3000:]
+
+
+async def test_a_circuit_opened_by_one_worker_opens_in_both(tmp_path: Path) -> None:
+    import asyncio
+
+    from tests.mocks.openai_server import MockOpenAI
+
+    async with MockOpenAI() as up:
+        up.script(status=500, error_message="down")
+        port = free_port()
+        proc = serve_two_workers(
+            tmp_path, up.url + "/v1", port,
+            "resilience:\n  retries: 0\n  breaker_failures: 1\n  breaker_cooldown: 60\n")
+        base = f"http://127.0.0.1:{port}/v1"
+        try:
+            async with httpx.AsyncClient(timeout=5) as c:
+                for _ in range(300):
+                    try:
+                        if (await c.get(base + "/models")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        await asyncio.sleep(0.1)
+                r = await c.post(base + "/chat/completions", json={
+                    "model": "m", "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code >= 500  # one worker saw the failure and opened
+            await asyncio.sleep(1.5)  # the other applies it within a second
+            states = []
+            for _ in range(12):  # new connections: both workers answer some of these
+                async with httpx.AsyncClient(timeout=5) as c:
+                    states.append((await c.get(base + "/deployments")).json()["data"][0]
+                                  ["health"])
+            assert states == ["open"] * 12, states
         finally:
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=30)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,32 @@ def _reserve_many(path: str, n: int, out: multiprocessing.Queue[int]) -> None:
         except PaymentRequired:
             pass
     out.put(ok)
+
+
+def _open(path: str, barrier: Any, out: multiprocessing.Queue[str]) -> None:
+    barrier.wait()
+    try:
+        Ledger(Path(path))
+        out.put("ok")
+    except Exception as exc:  # reported to the test
+        out.put(repr(exc))
+
+
+def test_workers_opening_a_fresh_ledger_at_once(tmp_path: Path) -> None:
+    """All workers start together: none may fail with 'database is locked' (it did: schema
+    statements in autocommit mode do not wait on the busy timeout)."""
+    ctx = multiprocessing.get_context("spawn")
+    results: list[str] = []
+    for r in range(5):
+        barrier, q = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open, args=(str(tmp_path / f"l{r}.sqlite3"), barrier, q))
+                 for _ in range(6)]
+        for p in procs:
+            p.start()
+        results += [q.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+    assert results == ["ok"] * 30, results
 
 
 def test_two_processes_never_overshoot(tmp_path: Path) -> None:

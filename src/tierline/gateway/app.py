@@ -87,6 +87,9 @@ class Gateway:
         self.keys = KeyAuth(config, resolve=lambda n: [d.name for d in self.router.resolve(n)],
                             ledger=self.ledger)
         self._publisher: asyncio.Task[None] | None = None
+        if self.ledger is not None:
+            self.breakers.on_open = self._guard(self.ledger.breaker_opened)
+            self.breakers.on_close = self._guard(self.ledger.breaker_closed)
         self.new_request_id = RequestIds()
         self.started = False
         self.started_at = time.time()
@@ -134,10 +137,27 @@ class Gateway:
         self.started = True
 
     async def _publish_metrics(self, every: float = 1.0) -> None:
-        """Worker processes: this worker's metrics into the ledger, every second."""
+        """Worker processes, every second: this worker's metrics into the ledger, and the
+        circuits other workers opened out of it."""
         while True:
             self._share_metrics()
+            if self.ledger is not None:
+                try:
+                    for name, until in self.ledger.breaker_opens(time.monotonic()):
+                        self.breakers.trip(name, until)
+                except sqlite3.Error as e:
+                    log.warning("reading circuit states from the ledger failed: %s", e)
             await asyncio.sleep(every)
+
+    @staticmethod
+    def _guard(write: Callable[..., None]) -> Callable[..., None]:
+        """A ledger write that logs instead of failing the request that triggered it."""
+        def run(*args: Any) -> None:
+            try:
+                write(*args)
+            except sqlite3.Error as e:
+                log.warning("sharing a circuit state failed: %s", e)
+        return run
 
     def _share_metrics(self) -> None:
         if self.ledger is None:

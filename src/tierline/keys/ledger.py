@@ -13,7 +13,9 @@ write transaction per admission and per settlement (tens of microseconds).
 * The parent process calls :func:`reset` before starting the workers, so a restart reads
   spend afresh from the request log, as a single process does.
 * It also carries each worker's metrics snapshot, so that ``/metrics`` (answered by whichever
-  worker the scrape lands on) shows the totals of all of them.
+  worker the scrape lands on) shows the totals of all of them, and the circuits a worker has
+  opened, which the others apply within a second (``time.monotonic`` is one clock for every
+  process of the machine).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ CREATE INDEX IF NOT EXISTS budget_holds_key ON budget_holds (key_id);
 CREATE TABLE IF NOT EXISTS limit_events (key_id TEXT NOT NULL, ts REAL NOT NULL,
                                          tokens INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS limit_events_key ON limit_events (key_id, ts);
+CREATE TABLE IF NOT EXISTS breaker_opens (name TEXT PRIMARY KEY, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS metrics_snapshots (pid INTEGER PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS limit_totals (key_id TEXT PRIMARY KEY, n INTEGER NOT NULL,
                                          tokens INTEGER NOT NULL);
@@ -76,10 +79,21 @@ class Ledger:
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None,
                                      check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        # every worker opens the ledger at the same moment: take the write lock first (BEGIN
+        # IMMEDIATE waits on the busy timeout) rather than let a schema statement fail busy
+        for attempt in range(50):
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.02)
         self._conn.execute("PRAGMA synchronous=OFF")
-        self._conn.executescript(_SCHEMA)
-        with self.transaction():
+        with self.transaction() as c:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    c.execute(stmt)
             self._drop_dead_holds()
 
     def _drop_dead_holds(self) -> None:
@@ -111,6 +125,24 @@ class Ledger:
         with self._lock:
             rows = self._conn.execute("SELECT pid, data FROM metrics_snapshots").fetchall()
         return [(str(data), _alive(int(pid))) for pid, data in rows]
+
+    def breaker_opened(self, name: str, until: float) -> None:
+        """A process opened `name`'s circuit until `until` (``time.monotonic``)."""
+        with self.transaction() as c:
+            c.execute("INSERT INTO breaker_opens (name, until) VALUES (?, ?) ON CONFLICT (name) "
+                      "DO UPDATE SET until = max(until, excluded.until)", (name, until))
+
+    def breaker_closed(self, name: str) -> None:
+        """A process's half-open probe of `name` succeeded."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM breaker_opens WHERE name = ?", (name,))
+
+    def breaker_opens(self, now: float) -> list[tuple[str, float]]:
+        """Circuits some process holds open past `now`."""
+        with self._lock:
+            rows = self._conn.execute("SELECT name, until FROM breaker_opens WHERE until > ?",
+                                      (now,)).fetchall()
+        return [(str(n), float(u)) for n, u in rows]
 
     def close(self) -> None:
         with self._lock:

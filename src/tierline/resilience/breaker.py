@@ -1,5 +1,9 @@
 """Per-deployment circuit breakers: after N failures within a window a deployment cools
 down (routing filters it out), then one half-open probe decides whether it comes back.
+
+Worker processes share their verdicts: `on_open` / `on_close` report a breaker that opens
+or recovers (the gateway writes them to the shared ledger), and `trip` applies a cool-down
+another process decided. Each process still probes on its own.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ class Breakers:
         self.threshold, self.window, self.cooldown = failures, window, cooldown
         self.clock = clock
         self._by: dict[str, Breaker] = {}
+        self.on_open: Callable[[str, float], None] | None = None  # (deployment, open until)
+        self.on_close: Callable[[str], None] | None = None
 
     def _get(self, name: str) -> Breaker:
         b = self._by.get(name)
@@ -50,20 +56,36 @@ class Breakers:
     def success(self, name: str) -> None:
         b = self._by.get(name)
         if b is not None:
+            was_open = b.open_until != 0.0
             b.failures.clear()
             b.open_until = 0.0
             b.probing = False
+            if was_open and self.on_close is not None:
+                self.on_close(name)
+
+    def trip(self, name: str, until: float) -> None:
+        """Cool `name` down until `until` (another process's verdict), unless already longer."""
+        b = self._get(name)
+        if until > self.clock() and until > b.open_until:
+            b.open_until = until
+            b.probing = False
+            b.failures.clear()
+
+    def _open(self, b: Breaker, name: str, now: float) -> None:
+        b.open_until = now + self.cooldown
+        if self.on_open is not None:
+            self.on_open(name, b.open_until)
 
     def failure(self, name: str) -> None:
         b = self._get(name)
         now = self.clock()
         if b.probing:  # the half-open probe failed: cool down again
             b.probing = False
-            b.open_until = now + self.cooldown
+            self._open(b, name, now)
             return
         b.failures.append(now)
         while b.failures and b.failures[0] < now - self.window:
             b.failures.popleft()
         if len(b.failures) >= self.threshold:
-            b.open_until = now + self.cooldown
             b.failures.clear()
+            self._open(b, name, now)

@@ -1,0 +1,74 @@
+"""Circuit breakers, and their verdicts shared between worker processes through the ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tierline.keys.ledger import Ledger
+from tierline.resilience.breaker import Breakers
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _pull(ledger: Ledger, b: Breakers) -> None:
+    """What each worker's gateway does every second."""
+    for name, until in ledger.breaker_opens(b.clock()):
+        b.trip(name, until)
+
+
+def test_open_in_one_process_applies_in_the_other(tmp_path: Path) -> None:
+    clock = Clock()
+    la, lb = Ledger(tmp_path / "l.sqlite3"), Ledger(tmp_path / "l.sqlite3")
+    a = Breakers(failures=2, window=10, cooldown=30, clock=clock)
+    b = Breakers(failures=2, window=10, cooldown=30, clock=clock)
+    a.on_open, a.on_close = la.breaker_opened, la.breaker_closed
+    b.on_open, b.on_close = lb.breaker_opened, lb.breaker_closed
+    a.failure("d")
+    _pull(lb, b)
+    assert b.state("d") == "closed"  # one failure: nothing to share yet
+    a.failure("d")
+    assert a.state("d") == "open" and b.state("d") == "closed"
+    _pull(lb, b)
+    assert b.state("d") == "open" and b.unhealthy() == {"d"}
+    _pull(la, a)  # its own verdict changes nothing
+    clock.t += 31  # cool-down over: each process probes on its own
+    assert a.state("d") == b.state("d") == "half_open"
+    a.before_call("d")
+    a.success("d")  # a's probe succeeded: the shared verdict is withdrawn
+    assert a.state("d") == "closed" and lb.breaker_opens(clock()) == []
+    _pull(la, a)
+    assert a.state("d") == "closed"
+
+
+def test_failed_probe_cools_down_again_everywhere(tmp_path: Path) -> None:
+    clock = Clock()
+    la, lb = Ledger(tmp_path / "l.sqlite3"), Ledger(tmp_path / "l.sqlite3")
+    a = Breakers(failures=1, window=10, cooldown=5, clock=clock)
+    b = Breakers(failures=1, window=10, cooldown=5, clock=clock)
+    a.on_open, b.on_open = la.breaker_opened, lb.breaker_opened
+    a.failure("d")
+    clock.t += 6
+    a.before_call("d")
+    a.failure("d")  # the probe failed: open until t + 5 again
+    _pull(lb, b)
+    assert b.state("d") == "open"
+    clock.t += 6
+    _pull(lb, b)  # expired verdicts are not applied
+    assert b.state("d") == "half_open"
+
+
+def test_trip_never_shortens_a_cool_down() -> None:
+    clock = Clock()
+    b = Breakers(failures=1, window=10, cooldown=30, clock=clock)
+    b.failure("d")  # open until 130
+    b.trip("d", 110.0)
+    clock.t = 120
+    assert b.state("d") == "open"
+    b.trip("x", 90.0)  # already over
+    assert b.state("x") == "closed"
