@@ -33,6 +33,21 @@ def serve_two_workers(tmp_path: Path, upstream: str, port: int,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+async def wait_ready(base: str) -> None:
+    """Until the gateway answers `/models` (200, or 401 when keys are required)."""
+    import asyncio
+
+    async with httpx.AsyncClient(timeout=2) as c:
+        for _ in range(300):
+            try:
+                if (await c.get(base + "/models")).status_code in (200, 401):
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("the gateway did not come up")
+
+
 def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     proc = serve_two_workers(tmp_path, "http://127.0.0.1:9/v1", port)
@@ -77,13 +92,7 @@ async def test_budget_rpm_and_metrics_across_workers(tmp_path: Path) -> None:
         proc = serve_two_workers(tmp_path, up.url + "/v1", port)
         base = f"http://127.0.0.1:{port}/v1"
         try:
-            async with httpx.AsyncClient(timeout=2) as c:
-                for _ in range(300):
-                    try:
-                        if (await c.get(base + "/models")).status_code == 401:
-                            break
-                    except httpx.HTTPError:
-                        await asyncio.sleep(0.1)
+            await wait_ready(base)
 
             async def ask(key: str) -> int:
                 # a client (connection) per request: SO_REUSEPORT spreads them over workers
@@ -125,13 +134,8 @@ async def test_a_circuit_opened_by_one_worker_opens_in_both(tmp_path: Path) -> N
             "resilience:\n  retries: 0\n  breaker_failures: 1\n  breaker_cooldown: 60\n")
         base = f"http://127.0.0.1:{port}/v1"
         try:
+            await wait_ready(base)
             async with httpx.AsyncClient(timeout=5) as c:
-                for _ in range(300):
-                    try:
-                        if (await c.get(base + "/models")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        await asyncio.sleep(0.1)
                 r = await c.post(base + "/chat/completions", json={
                     "model": "m", "messages": [{"role": "user", "content": "hi"}]})
                 assert r.status_code >= 500  # one worker saw the failure and opened

@@ -22,13 +22,18 @@ def _pull(ledger: Ledger, b: Breakers) -> None:
         b.trip(name, until)
 
 
+def _worker(tmp_path: Path, clock: Clock, failures: int, cooldown: float
+            ) -> tuple[Ledger, Breakers]:
+    """One process's breakers, wired to its own connection of the shared ledger."""
+    led = Ledger(tmp_path / "l.sqlite3")
+    b = Breakers(failures=failures, window=10, cooldown=cooldown, clock=clock)
+    b.on_open, b.on_close = led.breaker_opened, led.breaker_closed
+    return led, b
+
+
 def test_open_in_one_process_applies_in_the_other(tmp_path: Path) -> None:
     clock = Clock()
-    la, lb = Ledger(tmp_path / "l.sqlite3"), Ledger(tmp_path / "l.sqlite3")
-    a = Breakers(failures=2, window=10, cooldown=30, clock=clock)
-    b = Breakers(failures=2, window=10, cooldown=30, clock=clock)
-    a.on_open, a.on_close = la.breaker_opened, la.breaker_closed
-    b.on_open, b.on_close = lb.breaker_opened, lb.breaker_closed
+    (la, a), (lb, b) = (_worker(tmp_path, clock, 2, 30) for _ in range(2))
     a.failure("d")
     _pull(lb, b)
     assert b.state("d") == "closed"  # one failure: nothing to share yet
@@ -48,10 +53,7 @@ def test_open_in_one_process_applies_in_the_other(tmp_path: Path) -> None:
 
 def test_failed_probe_cools_down_again_everywhere(tmp_path: Path) -> None:
     clock = Clock()
-    la, lb = Ledger(tmp_path / "l.sqlite3"), Ledger(tmp_path / "l.sqlite3")
-    a = Breakers(failures=1, window=10, cooldown=5, clock=clock)
-    b = Breakers(failures=1, window=10, cooldown=5, clock=clock)
-    a.on_open, b.on_open = la.breaker_opened, lb.breaker_opened
+    (_, a), (lb, b) = (_worker(tmp_path, clock, 1, 5) for _ in range(2))
     a.failure("d")
     clock.t += 6
     a.before_call("d")
