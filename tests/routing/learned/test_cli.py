@@ -95,9 +95,16 @@ def test_eval_unknown_costs_and_sparse_outcomes(synth_file: Path, synth_router_f
     assert res["n"] == 59 and res["skipped_incomplete"] == 20
     assert res["cost_saving_at_95"] is None and res["apgr"] > 0.5
     assert "no cost_usd and no list price" in cap.err and "20 prompts" in cap.err
-    assert run(["router", "eval", str(data), "--router", str(synth_router_file)]) == 2
-    err = capsys.readouterr().err
-    assert "needs costs" in err and "--models-json" in err and "Traceback" not in err
+    # many models without costs: qualities only, the cost-quality numbers null
+    assert run(["router", "eval", str(data), "--router", str(synth_router_file), "--json",
+                "--out", str(tmp_path / "o")]) == 0
+    cap = capsys.readouterr()
+    many = json.loads(cap.out)
+    assert many["aiq"] is None and many["delta_vs_best_single"] is None
+    assert many["single_models"][STRONG]["cost_usd"] is None
+    assert many["oracle_quality"] >= many["router_best_predicted_quality"] > 0.5
+    assert "AIQ and the cost curve are null" in cap.err and "--models-json" in cap.err
+    assert (tmp_path / "o" / "other.json").exists() and not (tmp_path / "o" / "other.png").exists()
     assert run(["router", "eval", str(data), "--router", str(synth_router_file),
                 "--models-json", str(synth_file.parent / "models.json")]) == 0
     assert "aiq=" in capsys.readouterr().out

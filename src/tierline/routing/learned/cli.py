@@ -97,7 +97,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         if args.strong:
             plot_two_model(res, out_dir / f"{name}.png", title=f"{name} (APGR {res['apgr']:.3f})")
-        else:
+        elif res["aiq"] is not None:  # a cost-quality plot needs costs
             plot_many(res, out_dir / f"{name}.png", title=name)
     if res["skipped_incomplete"]:
         print(
@@ -106,9 +106,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if res.get("unpriced_models"):
+        what = "cost_saving_at_95 is" if args.strong else "costs, AIQ and the cost curve are"
         print(
             f"note: no cost_usd and no list price for {', '.join(res['unpriced_models'])}: "
-            "cost_saving_at_95 is null (give --models-json FILE)",
+            f"{what} null (give --models-json FILE)",
             file=sys.stderr,
         )
     if args.json:
@@ -117,8 +118,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(" ".join(f"{k}={_fmt(res[k])}" for k in keys))
         if not args.strong:
             b = res["best_single"]
-            print(f"best single: {b['model']} quality={b['quality']:.4f} cost={b['cost_usd']:.4g}")
-            print(f"router at that cost: {_fmt(res['router_best_at_best_single_cost'])}")
+            print(f"best single: {b['model']} quality={b['quality']:.4f} "
+                  f"cost={_fmt(b['cost_usd'])}")
+            if res["aiq"] is None:
+                print(f"router's best-predicted pick: {res['router_best_predicted_quality']:.4f} "
+                      f"(oracle {res['oracle_quality']:.4f})")
+            else:
+                print(f"router at that cost: {_fmt(res['router_best_at_best_single_cost'])}")
     return 0
 
 

@@ -177,6 +177,37 @@ def _sweep(P: F64, C: F64, Q: F64, scale: float) -> tuple[F64, F64]:
     return np.array(costs), np.array(quals)
 
 
+def _quality_only(
+    router: LearnedRouter, examples: Sequence[Example], models: list[str], skipped: int,
+    no_cost: list[str],
+) -> dict[str, Any]:
+    """Many models without costs: the quality of the router's best-predicted pick against
+    every single model and the oracle; the cost-quality numbers are null."""
+    Q = quality_matrix(examples, models)
+    cols = [router.profiles.index(m) for m in models]
+    P = router.predict_many([e.text for e in examples])[:, cols]
+    picked = float(Q[np.arange(len(Q)), np.argmax(P, axis=1)].mean())
+    singles = {m: float(Q[:, j].mean()) for j, m in enumerate(models)}
+    best = max(singles, key=lambda m: singles[m])
+    return {
+        "n": len(examples),
+        "skipped_incomplete": skipped,
+        "models": models,
+        "unpriced_models": no_cost,
+        "single_models": {m: {"cost_usd": None, "quality": q} for m, q in singles.items()},
+        "random_router": {"cost_usd": None, "quality": float(Q.mean())},
+        "router_best_predicted_quality": picked,
+        "oracle_quality": float(Q.max(axis=1).mean()),
+        "best_single": {"model": best, "cost_usd": None, "quality": singles[best]},
+        "quality_delta_vs_best_single": picked - singles[best],
+        "aiq": None,
+        "aiq_oracle": None,
+        "aiq_single_models_hull": None,
+        "router_best_at_best_single_cost": None,
+        "delta_vs_best_single": None,
+    }
+
+
 def many_model_eval(
     router: LearnedRouter,
     examples: Sequence[Example],
@@ -188,11 +219,7 @@ def many_model_eval(
     C = cost_matrix(examples, models, prices)
     no_cost = unpriced(C, models)
     if no_cost:
-        raise EvalError(
-            f"no cost for {', '.join(no_cost)}: the data has no cost_usd and models.json no list "
-            "price for it; the many-model evaluation needs costs (give --models-json FILE with "
-            "input_usd_per_mtok / output_usd_per_mtok, or evaluate a pair with --strong/--weak)"
-        )
+        return _quality_only(router, examples, list(models), skipped, no_cost)
     order = np.argsort(C.mean(axis=0), kind="stable")
     models = [models[j] for j in order]
     C = C[:, order]
