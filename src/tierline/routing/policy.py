@@ -221,21 +221,24 @@ class Router:
         lam = controls.get("cost_weight", self.settings.cost_weight)
         known = [d for d in deps if q[d.name] is not None]
         unknown = sorted((d for d in deps if q[d.name] is None), key=lambda d: cost[d.name])
+        # every ranking breaks ties on expected cost: deployments that share a profile share
+        # a prediction, and the cheapest of equals must win, not the first in the catalog
         if by_quality:
-            ranked = sorted(known, key=lambda d: -(q[d.name] or 0.0)) + unknown
+            ranked = sorted(known, key=lambda d: (-(q[d.name] or 0.0), cost[d.name])) + unknown
             return ranked, f"highest predicted quality {q[ranked[0].name] or 0:.2f}"
         if lam is not None:
             # cost relative to the dearest candidate: a unit-free knob. With two models the
             # strong one wins iff its predicted gain exceeds lam * (1 - cost_weak/cost_strong)
             top_cost = max((cost[d.name] for d in known), default=0.0) or 1.0
-            ranked = sorted(known, key=lambda d: -((q[d.name] or 0.0)
-                                                   - lam * cost[d.name] / top_cost))
+            ranked = sorted(known, key=lambda d: (-((q[d.name] or 0.0)
+                                                    - lam * cost[d.name] / top_cost),
+                                                  cost[d.name]))
             return ranked + unknown, f"max q-{lam:g}*cost/max_cost"
         target = float(controls.get("quality", self.settings.quality))
         good = sorted((d for d in known if (q[d.name] or 0.0) >= target),
                       key=lambda d: cost[d.name])
         rest = sorted((d for d in known if (q[d.name] or 0.0) < target),
-                      key=lambda d: -(q[d.name] or 0.0))
+                      key=lambda d: (-(q[d.name] or 0.0), cost[d.name]))
         ranked = good + rest + unknown
         top = ranked[0]
         if good:

@@ -1,0 +1,85 @@
+"""Deployments that share a router profile share its prediction: every learned ranking must
+then prefer the cheapest of them, not the one listed first (catalog order)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.mocks.openai_server import MockOpenAI
+from tests.routing.test_strategies_http import STRONG, WEAK, FakePredictor, ask
+from tierline.config import parse_config
+from tierline.gateway.app import create_app
+from tierline.gateway.server import GatewayThread
+
+
+@pytest.fixture(scope="module")
+async def mock() -> AsyncIterator[MockOpenAI]:
+    m = MockOpenAI()
+    await m.start()
+    yield m
+    await m.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(mock: MockOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
+    tmp: Path = tmp_path_factory.mktemp("ties")
+    p = {"base_url": mock.url + "/v1", "requires_key": False}
+    raw = {
+        "server": {"request_log": str(tmp / "r.sqlite3")},
+        "catalog": {"builtin": False},
+        "providers": {"up": p},
+        # listed dearest first: a ranking that keeps list order on ties picks the dearest
+        "deployments": [
+            {"name": "frontier-dear", "provider": "up", "model": "a", "profile": STRONG,
+             "price": {"input": 10, "output": 30}},
+            {"name": "frontier-mid", "provider": "up", "model": "b", "profile": STRONG,
+             "price": {"input": 2, "output": 10}},
+            {"name": "frontier-cheap", "provider": "up", "model": "c", "profile": STRONG,
+             "price": {"input": 0.15, "output": 0.6}},
+            {"name": "weak-dear", "provider": "up", "model": "d", "profile": WEAK,
+             "price": {"input": 1, "output": 1}},
+            {"name": "weak-cheap", "provider": "up", "model": "e", "profile": WEAK,
+             "price": {"input": 0.05, "output": 0.08}},
+        ],
+        "routing": {"strategy": "learned", "quality": 0.7},
+    }
+    app = create_app(parse_config(raw, "ties"), predictor=FakePredictor())
+    with GatewayThread(app=app) as g:
+        yield g
+
+
+@pytest.fixture
+async def client(gw: GatewayThread) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gw.base_url, timeout=30) as c:
+        yield c
+
+
+async def test_no_candidate_reaches_the_target_picks_the_cheapest_of_the_best(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await ask(client, "prove it", tierline={"quality": 0.99})
+    assert r.status_code == 200
+    assert r.headers["x-tierline-model"] == "frontier-cheap"
+    assert "none reach" in r.headers["x-tierline-route"]
+
+
+async def test_cheapest_qualifying(client: httpx.AsyncClient) -> None:
+    r = await ask(client, "easy")
+    assert r.headers["x-tierline-model"] == "weak-cheap"
+    r = await ask(client, "prove it")
+    assert r.headers["x-tierline-model"] == "frontier-cheap"
+
+
+async def test_sort_by_quality_breaks_ties_on_cost(client: httpx.AsyncClient) -> None:
+    r = await ask(client, "easy", tierline={"sort": "quality"})
+    assert r.headers["x-tierline-model"] == "frontier-cheap"
+
+
+async def test_cost_weight_breaks_ties_on_cost(client: httpx.AsyncClient) -> None:
+    # λ = 0: pure predicted quality, three-way tie between the frontier deployments
+    r = await ask(client, "prove it", tierline={"cost_weight": 0.0})
+    assert r.headers["x-tierline-model"] == "frontier-cheap"
