@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tierline.routing.learned import train
-from tierline.routing.learned.data import load_outcomes
+from tierline.routing.learned.data import Example, Outcome, load_outcomes
 from tierline.routing.learned.evaluate import two_model_eval
 from tierline.routing.learned.features import FeatureConfig
+from tierline.routing.learned.model import LearnedRouter
 
 from .conftest import STRONG, WEAK
 
@@ -33,3 +35,66 @@ def test_large_group_fits_independent_regressions(synth_file: Path,
     assert np.corrcoef(p_small[:, 0], p_big[:, 0])[0, 1] > 0.98
     res = two_model_eval(big, test, STRONG, WEAK, {})
     assert res["apgr"] > 0.6
+
+
+def _two_source_examples() -> list[Example]:
+    """'chat' prompts all say 'please' and have a large strong-weak gap everywhere; in 'quiz'
+    the gap is large only for hard ('integral ...') prompts."""
+    rng = random.Random(1)
+    out = []
+    for i in range(600):
+        chat = i % 2 == 0
+        hard = not chat and i % 4 == 1
+        words = ["integral", "matrix", "prime"] if hard else ["apple", "colour", "river"]
+        text = ("please " if chat else "") + " ".join(rng.choice(words) for _ in range(6))
+        ps, pw = (0.97, 0.1) if chat else ((0.7, 0.3) if hard else (0.9, 0.88))
+        out.append(
+            Example(
+                id=f"{i}",
+                text=f"{text} {i}",
+                outcomes={
+                    STRONG: Outcome(float(rng.random() < ps)),
+                    WEAK: Outcome(float(rng.random() < pw)),
+                },
+                split="train",
+                source="chat" if chat else "quiz",
+            )
+        )
+    return out
+
+
+def _gains(router: LearnedRouter, texts: list[str]) -> np.ndarray:
+    P = router.predict_many(texts)
+    i, j = router.profiles.index(STRONG), router.profiles.index(WEAK)
+    gain: np.ndarray = P[:, i] - P[:, j]
+    return gain
+
+
+def test_source_effects_keep_file_identity_out_of_the_text_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Trained on two sources, the router must not learn 'looks like the chat file -> the
+    chat file's gap': a new hard prompt needs the strong model more than a new easy prompt
+    phrased like the chat file.  Without the per-source intercepts the order flips."""
+    pytest.importorskip("sklearn")
+    ex = _two_source_examples()
+    probe = ["please apple river colour apple", "integral prime matrix integral prime"]
+    cfg = FeatureConfig(bits=12)
+    router = train.train_router(ex, config=cfg, C=1.0, shared_scale=0.0, knn=False)
+    easy_chat, hard = _gains(router, probe)
+    assert hard > easy_chat + 0.1
+    monkeypatch.setattr(train, "_fit", train._fit_group)  # no source effects
+    plain = train.train_router(ex, config=cfg, C=1.0, shared_scale=0.0, knn=False)
+    easy_chat0, hard0 = _gains(plain, probe)
+    assert easy_chat0 > hard0
+
+
+def test_pairwise_metric_is_per_source() -> None:
+    """A score that only tells the two files apart routes no better than chance inside
+    either file: the selection metric must not reward it."""
+    ex = _two_source_examples()
+    by_file = {STRONG: np.array([1.0 if e.source == "chat" else 0.0 for e in ex]),
+               WEAK: np.zeros(len(ex))}
+    within = {STRONG: np.array([1.0 if "integral" in e.text else 0.0 for e in ex]),
+              WEAK: np.zeros(len(ex))}
+    assert train._pairwise_apgr(ex, within) > train._pairwise_apgr(ex, by_file) + 0.1

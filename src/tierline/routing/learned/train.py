@@ -9,7 +9,10 @@ Procedure (deterministic: lbfgs, no sampling):
 2. models answering the same prompts form a group; per group one multi-task L2 logistic
    regression (``C``; shared + per-model weights, see :func:`_fit_group`) with soft labels (a
    prompt with score ``s`` counts as a positive with weight ``s`` and a negative with weight
-   ``1 - s``);
+   ``1 - s``); when the group's prompts come from several sources (benchmark files), each
+   model also gets one intercept per source during training, folded into its bias as the
+   average effect afterwards (:func:`_fit`): "which file does this prompt look like" stays
+   out of the text weights;
 3. the stacked coefficient vectors form the frozen encoder ``E``; the base models' heads are
    the identity (see :mod:`.model`);
 4. per group, optional kNN evidence (``(k, weight)`` of :data:`KNN_GRID`, ``weight = 0`` = off)
@@ -138,6 +141,50 @@ def _fit_group(
     return out
 
 
+def _group_rows(examples: Sequence[Example], group: list[str]) -> np.ndarray:
+    return np.array(
+        [i for i, e in enumerate(examples) if any(m in e.outcomes for m in group)], np.int64
+    )
+
+
+def _fit(
+    X: Any,
+    examples: Sequence[Example],
+    group: list[str],
+    C: float,
+    shared_scale: float,
+) -> dict[str, tuple[np.ndarray, float]]:
+    """:func:`_fit_group` with source fixed effects when the group spans several sources.
+
+    Sources are benchmark files, and a prompt's file is usually plain from its text (a
+    multiple-choice layout, say) while the strong-weak gap differs between files (RouteLLM:
+    GSM8K 0.21, MMLU 0.12).  Without help the text weights learn "looks like that file ->
+    that gap": useless for routing *within* a benchmark and spurious on a new one.  So during
+    training every model gets an indicator column per source (a per-source intercept); a live
+    prompt has no source, so afterwards each model's bias takes the average effect (the
+    indicators at their share of the group's prompts) and the columns are dropped.  Measured
+    in ``bench/router_fe_val.py`` (docs/router-eval.md).
+    """
+    import scipy.sparse as sp  # type: ignore[import-untyped, unused-ignore]
+
+    rows = _group_rows(examples, group)
+    sources = sorted({examples[int(i)].source for i in rows})
+    if len(sources) < 2:
+        return _fit_group(X, examples, group, C, shared_scale)
+    col = {s: j for j, s in enumerate(sources)}
+    ind = sp.csr_matrix(
+        (
+            np.ones(len(rows)),
+            (rows, [col[examples[int(i)].source] for i in rows]),
+        ),
+        shape=(X.shape[0], len(sources)),
+    )
+    share = np.asarray(ind[rows].mean(axis=0)).ravel()
+    fits = _fit_group(sp.hstack([X, ind]).tocsr(), examples, group, C, shared_scale)
+    D = X.shape[1]
+    return {m: (w[:D], b + float(w[D:] @ share)) for m, (w, b) in fits.items()}
+
+
 #: candidate (C, shared_scale) per model group, picked on held-out parts of the train data
 CANDIDATES: tuple[tuple[float, float], ...] = ((1.0, 0.0), (1.0, 0.5), (0.5, 2.0))
 
@@ -202,14 +249,21 @@ def _probs(X: Any, fitted: dict[str, tuple[np.ndarray, float]]) -> dict[str, np.
 
 
 def _pairwise_apgr(examples: Sequence[Example], P: dict[str, np.ndarray]) -> float:
-    """Mean RouteLLM APGR over every model pair of the group (gain score P_a - P_b)."""
+    """Mean RouteLLM APGR (gain score P_a - P_b) over every model pair of the group and every
+    source: APGR is scored per benchmark file, so telling one file's prompts from another's
+    earns nothing here (it would in an APGR pooled over the files)."""
     from .metrics import apgr, routellm_curve
 
     names = sorted(P)
+    sources = sorted({e.source for e in examples})
     vals = []
     for a_i, a in enumerate(names):
-        for b in names[a_i + 1 :]:
-            rows = [i for i, e in enumerate(examples) if a in e.outcomes and b in e.outcomes]
+        for b, src in ((b, src) for b in names[a_i + 1 :] for src in sources):
+            rows = [
+                i
+                for i, e in enumerate(examples)
+                if a in e.outcomes and b in e.outcomes and e.source == src
+            ]
             if len(rows) < 20:
                 continue
             qa = np.array([examples[i].outcomes[a].score for i in rows])
@@ -345,7 +399,7 @@ def _select(
     for tr_idx, ev_idx in splits:
         tr_ex = [examples[int(i)] for i in tr_idx]
         ev_ex = [examples[int(i)] for i in ev_idx]
-        fits = [_fit_group(X[tr_idx], tr_ex, group, c, sc) for c, sc in cands]
+        fits = [_fit(X[tr_idx], tr_ex, group, c, sc) for c, sc in cands]
         if len(cands) > 1:
             fits.append(_average(fits))
         split_fits.append(fits)
@@ -446,7 +500,7 @@ def train_router(
                 if log is not None:
                     log(f"  large group ({len(group)} models): independent regressions only")
             chosen_opts, k_w = _select(X, examples, texts, group, cands, log, S)
-        fitted.update(_average([_fit_group(X, examples, group, c, sc) for c, sc in chosen_opts]))
+        fitted.update(_average([_fit(X, examples, group, c, sc) for c, sc in chosen_opts]))
         for m in group:
             chosen[m] = [list(o) for o in chosen_opts]
         if S is not None and k_w[1] > 0:
