@@ -98,3 +98,19 @@ def test_pairwise_metric_is_per_source() -> None:
     within = {STRONG: np.array([1.0 if "integral" in e.text else 0.0 for e in ex]),
               WEAK: np.zeros(len(ex))}
     assert train._pairwise_apgr(ex, within) > train._pairwise_apgr(ex, by_file) + 0.1
+
+
+def test_pairwise_metric_with_only_tiny_sources_pools_them() -> None:
+    """Sources of < 20 prompts each cannot be scored alone: the metric pools them rather
+    than giving up (which would leave model selection without a criterion)."""
+    ex = [
+        Example(id=e.id, text=e.text, outcomes=e.outcomes, split="train", source=f"s{i // 10}")
+        for i, e in enumerate(_two_source_examples())
+    ]
+    within = {STRONG: np.array([1.0 if "integral" in e.text else 0.0 for e in ex]),
+              WEAK: np.zeros(len(ex))}
+    assert train._pairwise_apgr(ex, within) == pytest.approx(
+        train._pairwise_apgr([Example(id=e.id, text=e.text, outcomes=e.outcomes) for e in ex],
+                             within)
+    )
+    assert np.isfinite(train._pairwise_apgr(ex, within))

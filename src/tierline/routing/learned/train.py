@@ -251,18 +251,35 @@ def _probs(X: Any, fitted: dict[str, tuple[np.ndarray, float]]) -> dict[str, np.
 def _pairwise_apgr(examples: Sequence[Example], P: dict[str, np.ndarray]) -> float:
     """Mean RouteLLM APGR (gain score P_a - P_b) over every model pair of the group and every
     source: APGR is scored per benchmark file, so telling one file's prompts from another's
-    earns nothing here (it would in an APGR pooled over the files)."""
+    earns nothing here (it would in an APGR pooled over the files).  Sources too small to
+    score (< 20 prompts, or no quality gap) are left out; when none is left, the APGR is
+    pooled over all of them."""
+    vals = [
+        v
+        for src in sorted({e.source for e in examples})
+        for v in _pair_apgrs(examples, P, src)
+    ]
+    if not vals:
+        vals = _pair_apgrs(examples, P, None)
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _pair_apgrs(
+    examples: Sequence[Example], P: dict[str, np.ndarray], source: str | None
+) -> list[float]:
+    """APGR of every scorable model pair on the prompts of ``source`` (``None``: all)."""
     from .metrics import apgr, routellm_curve
 
     names = sorted(P)
-    sources = sorted({e.source for e in examples})
     vals = []
     for a_i, a in enumerate(names):
-        for b, src in ((b, src) for b in names[a_i + 1 :] for src in sources):
+        for b in names[a_i + 1 :]:
             rows = [
                 i
                 for i, e in enumerate(examples)
-                if a in e.outcomes and b in e.outcomes and e.source == src
+                if a in e.outcomes
+                and b in e.outcomes
+                and (source is None or e.source == source)
             ]
             if len(rows) < 20:
                 continue
@@ -277,7 +294,7 @@ def _pairwise_apgr(examples: Sequence[Example], P: dict[str, np.ndarray]) -> flo
             score = P[a2][rows] - P[b2][rows]
             _, sh, q = routellm_curve(score, qa, qb)
             vals.append(apgr(sh, q, float(qa.mean()), float(qb.mean())))
-    return float(np.mean(vals)) if vals else float("nan")
+    return vals
 
 
 def _argmax_quality(examples: Sequence[Example], P: dict[str, np.ndarray]) -> float:
