@@ -157,3 +157,27 @@ def test_table_renders(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "| `openai/gpt-5.6-luna` |" in out
     assert out.count("\n| `") == len(yaml.safe_load(CATALOG.read_text())["deployments"])
+
+
+def _same_model(upstream_id: str) -> str:
+    """Vendor-neutral key of an upstream model id: the last path part, lower-cased, '.' as
+    '-' (``openai/gpt-oss-120b``, ``accounts/fireworks/models/gpt-oss-120b`` -> one key)."""
+    return upstream_id.rsplit("/", 1)[-1].lower().replace(".", "-")
+
+
+def test_one_model_has_one_tier_and_profile_across_vendors(
+    deployments: list[Deployment],
+) -> None:
+    """Tiers and router profiles rate the model: the same model served by several vendors
+    must not be predicted better or worse depending on who serves it."""
+    seen: dict[str, tuple[str | None, str | None, str]] = {}
+    for d in deployments:
+        key = _same_model(d.model)
+        if key in seen:
+            tier, profile, first = seen[key]
+            assert (d.tier, d.profile) == (tier, profile), (
+                f"{d.name} rates {key} as ({d.tier}, {d.profile}); {first} as ({tier}, {profile})"
+            )
+        else:
+            seen[key] = (d.tier, d.profile, d.name)
+    assert len(seen) < len(deployments)  # the catalog does serve models from several vendors
