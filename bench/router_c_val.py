@@ -37,7 +37,7 @@ def _h(text: str) -> int:
 
 
 def _pairs_metric(ex: list[Example], P: dict[str, np.ndarray], min_gap: float) -> float:
-    from tierline.routing.learned.metrics import apgr, routellm_curve
+    from tierline.routing.learned.metrics import apgr_of
 
     names = sorted(P)
     Q = np.array([[e.outcomes[m].score for m in names] for e in ex])
@@ -48,8 +48,7 @@ def _pairs_metric(ex: list[Example], P: dict[str, np.ndarray], min_gap: float) -
             if abs(qa.mean() - qb.mean()) < min_gap:
                 continue
             s, w = (i, j) if qa.mean() > qb.mean() else (j, i)
-            _, sh, q = routellm_curve(P[names[s]] - P[names[w]], Q[:, s], Q[:, w])
-            vals.append(apgr(sh, q, float(Q[:, s].mean()), float(Q[:, w].mean())))
+            vals.append(apgr_of(P[names[s]] - P[names[w]], Q[:, s], Q[:, w]))
     return float(np.mean(vals)) if vals else float("nan")
 
 

@@ -26,16 +26,12 @@ import numpy as np
 
 from tierline.routing.learned.data import default_data_dir, load_outcomes
 from tierline.routing.learned.features import FeatureConfig, Featurizer
-from tierline.routing.learned.metrics import apgr, routellm_curve
+from tierline.routing.learned.metrics import apgr_of as _apgr
 from tierline.routing.learned.model import dequantise_unit, knn_means, quantise_unit
 from tierline.routing.learned.train import _fit_group, build_matrix
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
-
-def _apgr(score: np.ndarray, qs: np.ndarray, qw: np.ndarray) -> float:
-    _, sh, q = routellm_curve(score, qs, qw)
-    return apgr(sh, q, float(qs.mean()), float(qw.mean()))
 
 
 def main() -> None:

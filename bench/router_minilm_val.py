@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp  # type: ignore[import-untyped, unused-ignore]
-from router_mode_val import PAIR, _apgr, _knn, _norm_rows  # bench/ is on sys.path
+from router_mode_val import PAIR, _knn, _norm_rows  # bench/ is on sys.path
 
 from tierline.routing.learned.data import Example, default_data_dir, load_outcomes
 from tierline.routing.learned.features import FeatureConfig, Featurizer
+from tierline.routing.learned.metrics import apgr_of as _apgr
 from tierline.routing.learned.train import _fit_group, _is_val, build_matrix
 
 OUT = Path(os.environ.get("OUT", "build/minilm"))

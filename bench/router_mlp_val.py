@@ -14,10 +14,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from router_mode_val import PAIR, _apgr  # bench/ is on sys.path when run as a script
+from router_mode_val import PAIR  # bench/ is on sys.path when run as a script
 
 from tierline.routing.learned.data import default_data_dir, load_outcomes
 from tierline.routing.learned.features import FeatureConfig, Featurizer
+from tierline.routing.learned.metrics import apgr_of as _apgr
 from tierline.routing.learned.model import dequantise_unit, quantise_unit
 from tierline.routing.learned.train import _fit_group, _is_val, build_matrix
 

@@ -28,15 +28,11 @@ import numpy as np
 
 from tierline.routing.learned.data import default_data_dir, load_outcomes
 from tierline.routing.learned.features import FeatureConfig, Featurizer
-from tierline.routing.learned.metrics import apgr, routellm_curve
+from tierline.routing.learned.metrics import apgr_of as _apgr
 from tierline.routing.learned.train import _fit_group, _is_val, build_matrix
 
 PAIR = ["gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1"]
 
-
-def _apgr(score: np.ndarray, qs: np.ndarray, qw: np.ndarray) -> float:
-    _, sh, q = routellm_curve(score, qs, qw)
-    return apgr(sh, q, float(qs.mean()), float(qw.mean()))
 
 
 def _rank(x: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 
 from tierline.routing.learned.data import default_data_dir, load_outcomes
 from tierline.routing.learned.features import FeatureConfig, Featurizer
-from tierline.routing.learned.metrics import apgr, routellm_curve
+from tierline.routing.learned.metrics import apgr_of as _apgr
 from tierline.routing.learned.model import dequantise_unit, knn_means, quantise_unit
 from tierline.routing.learned.train import _fit_group, build_matrix
 
@@ -39,10 +39,6 @@ TRAIN_PAIRS = (
     ("openbook_qa", "natural_qa"),
 )
 
-
-def _apgr(score: np.ndarray, qs: np.ndarray, qw: np.ndarray) -> float:
-    _, sh, q = routellm_curve(score, qs, qw)
-    return apgr(sh, q, float(qs.mean()), float(qw.mean()))
 
 
 def main() -> None:

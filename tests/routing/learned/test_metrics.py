@@ -51,3 +51,12 @@ def test_hull_and_aiq() -> None:
     )
     # a single point: 0 below its cost, its quality above
     assert M.aiq([1.0], [0.6], 0.0, 2.0) == pytest.approx(0.3, abs=1e-3)
+
+
+def test_apgr_of_is_apgr_on_the_routellm_curve() -> None:
+    rng = np.random.default_rng(3)
+    qs, qw = (rng.random(200) < 0.8).astype(float), (rng.random(200) < 0.6).astype(float)
+    good = qs - qw + 0.1 * rng.random(200)
+    _, sh, q = M.routellm_curve(good, qs, qw)
+    assert M.apgr_of(good, qs, qw) == M.apgr(sh, q, qs.mean(), qw.mean())
+    assert M.apgr_of(good, qs, qw) > 0.8 > M.apgr_of(-good, qs, qw)

@@ -29,6 +29,7 @@ Arr = npt.NDArray[np.float64]
 __all__ = [
     "aiq",
     "apgr",
+    "apgr_of",
     "cpt",
     "nondecreasing_hull",
     "routellm_curve",
@@ -77,6 +78,14 @@ def apgr(shares: Arr, quals: Arr, strong_mean: float, weak_mean: float) -> float
     if gap == 0:
         return float("nan")
     return (auc - weak_mean * width) / gap
+
+
+def apgr_of(
+    scores: Sequence[float] | Arr, strong_q: Sequence[float] | Arr, weak_q: Sequence[float] | Arr
+) -> float:
+    """APGR of routing by ``scores`` (higher -> strong), on RouteLLM's 10-quantile curve."""
+    _, shares, quals = routellm_curve(scores, strong_q, weak_q)
+    return apgr(shares, quals, float(np.mean(strong_q)), float(np.mean(weak_q)))
 
 
 def cpt(shares: Arr, quals: Arr, strong_mean: float, weak_mean: float, pct: float) -> float:

@@ -268,7 +268,7 @@ def _pair_apgrs(
     examples: Sequence[Example], P: dict[str, np.ndarray], source: str | None
 ) -> list[float]:
     """APGR of every scorable model pair on the prompts of ``source`` (``None``: all)."""
-    from .metrics import apgr, routellm_curve
+    from .metrics import apgr_of
 
     names = sorted(P)
     vals = []
@@ -291,9 +291,7 @@ def _pair_apgrs(
                 a2, b2 = a, b
             if abs(qa.mean() - qb.mean()) < 0.02:
                 continue
-            score = P[a2][rows] - P[b2][rows]
-            _, sh, q = routellm_curve(score, qa, qb)
-            vals.append(apgr(sh, q, float(qa.mean()), float(qb.mean())))
+            vals.append(apgr_of(P[a2][rows] - P[b2][rows], qa, qb))
     return vals
 
 
