@@ -9,10 +9,10 @@ Procedure (deterministic: lbfgs, no sampling):
 2. models answering the same prompts form a group; per group one multi-task L2 logistic
    regression (``C``; shared + per-model weights, see :func:`_fit_group`) with soft labels (a
    prompt with score ``s`` counts as a positive with weight ``s`` and a negative with weight
-   ``1 - s``); when the group's prompts come from several sources (benchmark files), each
-   model also gets one intercept per source during training, folded into its bias as the
-   average effect afterwards (:func:`_fit`): "which file does this prompt look like" stays
-   out of the text weights;
+   ``1 - s``); when a two-model group's prompts come from several sources (benchmark
+   files), each model also gets one intercept per source during training, folded into its
+   bias as the average effect afterwards (:func:`_fit`): "which file does this prompt look
+   like" stays out of the text weights;
 3. the stacked coefficient vectors form the frozen encoder ``E``; the base models' heads are
    the identity (see :mod:`.model`);
 4. per group, optional kNN evidence (``(k, weight)`` of :data:`KNN_GRID`, ``weight = 0`` = off)
@@ -154,7 +154,7 @@ def _fit(
     C: float,
     shared_scale: float,
 ) -> dict[str, tuple[np.ndarray, float]]:
-    """:func:`_fit_group` with source fixed effects when the group spans several sources.
+    """:func:`_fit_group` with source fixed effects when a *pair* spans several sources.
 
     Sources are benchmark files, and a prompt's file is usually plain from its text (a
     multiple-choice layout, say) while the strong-weak gap differs between files (RouteLLM:
@@ -164,12 +164,16 @@ def _fit(
     prompt has no source, so afterwards each model's bias takes the average effect (the
     indicators at their share of the group's prompts) and the columns are dropped.  Measured
     in ``bench/router_fe_val.py`` (docs/router-eval.md).
+
+    Only for two-model groups: ranking prompts *within* a benchmark by P_a - P_b does not need
+    the per-source levels.  With more models the levels are the signal ("on code prompts model
+    X is the best"), and averaging them away would lose it.
     """
     import scipy.sparse as sp  # type: ignore[import-untyped, unused-ignore]
 
     rows = _group_rows(examples, group)
     sources = sorted({examples[int(i)].source for i in rows})
-    if len(sources) < 2:
+    if len(group) != 2 or len(sources) < 2:
         return _fit_group(X, examples, group, C, shared_scale)
     col = {s: j for j, s in enumerate(sources)}
     ind = sp.csr_matrix(
