@@ -14,19 +14,23 @@ import httpx
 from tierline.gateway.server import free_port
 
 
-def serve_two_workers(tmp_path: Path, upstream: str, port: int,
-                      extra: str = "") -> subprocess.Popen[bytes]:
-    """`tierline serve --workers 2` on `port`, one deployment `m` at `upstream`; data (request
-    log, key store, ledger) under `tmp_path`; `extra`: more top-level YAML."""
+def serve_two_workers(tmp_path: Path, upstream: str, port: int, extra: str = "",
+                      more: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`tierline serve --workers 2` on `port`, one deployment `m` at `upstream` (then one per
+    entry of `more`: name -> upstream); data (request log, key store, ledger) under
+    `tmp_path`; `extra`: more top-level YAML."""
+    ups = {"m": upstream, **(more or {})}
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         extra + "server:\n  request_log: " + str(tmp_path / "r.sqlite3") + "\n"
         "keys:\n  store: " + str(tmp_path / "keys.sqlite3") + "\n"
-        "catalog:\n  builtin: false\n"
-        f"providers:\n  up:\n    wire: openai\n    base_url: {upstream}\n"
-        "    requires_key: false\n"
-        "deployments:\n  - name: m\n    provider: up\n    model: m\n"
-        "    price: {input: 1, output: 1}\n    context_window: 8000\n")
+        "catalog:\n  builtin: false\nproviders:\n"
+        + "".join(f"  up-{n}:\n    wire: openai\n    base_url: {u}\n    requires_key: false\n"
+                  for n, u in ups.items())
+        + "deployments:\n"
+        + "".join(f"  - name: {n}\n    provider: up-{n}\n    model: {n}\n"
+                  "    price: {input: 1, output: 1}\n    context_window: 8000\n"
+                  for n in ups))
     env = {**os.environ, "TIERLINE_DATA_DIR": str(tmp_path)}
     return subprocess.Popen([sys.executable, "-m", "tierline.cli", "serve", "--config",
                              str(cfg), "--port", str(port), "--workers", "2"],
@@ -146,6 +150,52 @@ async def test_a_circuit_opened_by_one_worker_opens_in_both(tmp_path: Path) -> N
                     states.append((await c.get(base + "/deployments")).json()["data"][0]
                                   ["health"])
             assert states == ["open"] * 12, states
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        assert b"Traceback" not in out, out.decode()[-3000:]
+
+
+async def test_fastest_strategy_learns_across_workers(tmp_path: Path) -> None:
+    """The workers share their latency stats: once either has measured a deployment, none
+    re-explores it, and all of them pick the fastest one."""
+    import asyncio
+
+    from tests.mocks.openai_server import MockOpenAI, OpenAIScript
+
+    class SlowOpenAI(MockOpenAI):
+        def default_script(self) -> OpenAIScript:
+            return OpenAIScript(latency=0.15)
+
+    async with SlowOpenAI() as slow, MockOpenAI() as fast:
+        port = free_port()
+        # `m` (slow) first: a worker that has measured nothing explores it first
+        proc = serve_two_workers(tmp_path, slow.url + "/v1", port,
+                                 "routing:\n  strategy: fastest\n",
+                                 more={"fast": fast.url + "/v1"})
+        base = f"http://127.0.0.1:{port}/v1"
+        body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+        try:
+            await wait_ready(base)
+            async with httpx.AsyncClient(timeout=10) as c:  # one connection: one worker
+                picked = [(await c.post(base + "/chat/completions", json=body))
+                          .headers["x-tierline-model"] for _ in range(2)]
+            assert picked == ["m", "fast"], picked  # that worker explored both
+            await asyncio.sleep(2.5)  # it published (<= 1 s), the other read (<= 1 s more)
+            for _ in range(12):  # new connections: both workers answer some of these
+                async with httpx.AsyncClient(timeout=10) as c:
+                    deps = (await c.get(base + "/deployments")).json()["data"]
+                ttft = {d["name"]: d["ttft_ewma_s"] for d in deps}
+                assert None not in ttft.values(), ttft  # nothing left to explore
+                assert ttft["m"] > 0.1 > ttft["fast"], ttft
+            picked = []
+            for _ in range(12):
+                async with httpx.AsyncClient(timeout=10) as c:
+                    r = await c.post(base + "/chat/completions", json=body)
+                    assert r.status_code == 200, r.text
+                    picked.append(r.headers["x-tierline-model"])
+            assert picked == ["fast"] * 12, picked
+            assert len(slow.requests) == 1  # measured once, by one worker
         finally:
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=30)

@@ -6,6 +6,7 @@ import multiprocessing
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,38 @@ def _open(path: str, barrier: Any, out: multiprocessing.Queue[str]) -> None:
         out.put("ok")
     except Exception as exc:  # reported to the test
         out.put(repr(exc))
+
+
+def _publish_and_wait(path: str, data: str, done: Any, stop: Any) -> None:
+    """A worker process: publish its latency stats, stay alive until told to stop."""
+    Ledger(Path(path)).publish_stats(data)
+    done.set()
+    stop.wait(60)
+
+
+def test_latency_stats_round_trip_between_processes(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    led = Ledger(path)
+    led.publish_stats('{"mine": 1}')
+    assert led.peer_stats() == []  # a worker reads the others', not its own
+    ctx = multiprocessing.get_context("spawn")
+    done, stop = ctx.Event(), ctx.Event()
+    peer = ctx.Process(target=_publish_and_wait,
+                       args=(str(path), '{"m": {"ttft_s": [0.1, 3.0]}}', done, stop))
+    peer.start()
+    try:
+        assert done.wait(60)
+        assert led.peer_stats() == ['{"m": {"ttft_s": [0.1, 3.0]}}']
+        # a worker that stopped publishing (stuck, or its pid reused) is ignored, then dropped
+        assert led.peer_stats(now=time.monotonic() + 11) == []
+        assert led.peer_stats(now=time.monotonic() + 11, max_age=60) != []
+    finally:
+        stop.set()
+        peer.join(timeout=60)
+    assert led.peer_stats() == []  # a dead worker's stats are ignored
+    led.publish_stats('{"mine": 2}', now=time.monotonic() + 11)
+    with led.transaction() as c:
+        assert c.execute("SELECT data FROM live_stats").fetchall() == [('{"mine": 2}',)]
 
 
 def test_workers_opening_a_fresh_ledger_at_once(tmp_path: Path) -> None:

@@ -82,7 +82,8 @@ class Gateway:
         self.router = Router(self.catalog, config.routing, predictor=self.predictor)
         self.executor = Executor(self.providers, r, self.breakers)
         self.request_log: RequestLog | None = None
-        # several worker processes share budgets, limits and metrics through one ledger file
+        # several worker processes share budgets, limits, circuits, metrics and latency stats
+        # through one ledger file
         self.ledger = Ledger(ledger_path(config)) if config.server.workers > 1 else None
         self.keys = KeyAuth(config, resolve=lambda n: [d.name for d in self.router.resolve(n)],
                             ledger=self.ledger)
@@ -137,10 +138,11 @@ class Gateway:
         self.started = True
 
     async def _publish_metrics(self, every: float = 1.0) -> None:
-        """Worker processes, every second: this worker's metrics into the ledger, and the
-        circuits other workers opened out of it."""
+        """Worker processes, every second: this worker's metrics and latency stats into the
+        ledger; the circuits other workers opened and their latency stats out of it."""
         while True:
             self._share_metrics()
+            self._share_stats()
             if self.ledger is not None:
                 try:
                     for name, until in self.ledger.breaker_opens(time.monotonic()):
@@ -167,6 +169,26 @@ class Gateway:
             self.ledger.publish_metrics(json.dumps(self.metrics.snapshot()))
         except sqlite3.Error as e:  # metrics must never take a worker down
             log.warning("publishing metrics to the ledger failed: %s", e)
+
+    def _share_stats(self) -> None:
+        """The `fastest` strategy's statistics: this worker's own out, the other live
+        workers' in (as peer values of `router.stats`)."""
+        if self.ledger is None:
+            return
+        stats = self.router.stats
+        try:
+            self.ledger.publish_stats(json.dumps(stats.snapshot()))
+            rows = self.ledger.peer_stats()
+        except sqlite3.Error as e:  # routing keeps this worker's own stats
+            log.warning("sharing latency stats through the ledger failed: %s", e)
+            return
+        peers = []
+        for data in rows:
+            try:
+                peers.append(json.loads(data))
+            except ValueError:
+                log.warning("ignoring malformed latency stats in the ledger")
+        stats.set_peers(peers)
 
     def _update_health(self) -> None:
         for d in self.catalog.deployments:
@@ -262,10 +284,11 @@ class Gateway:
         async def run(send: Send) -> None:
             out = []
             for d in self.catalog.deployments.values():
-                s = self.router.stats.get(d.name)
+                s = self.router.stats  # with several workers: all of theirs combined
                 out.append({"name": d.name, "provider": d.provider,
                             "health": self.breakers.state(d.name),
-                            "ttft_ewma_s": s.ttft_s.value, "latency_ewma_s": s.latency_s.value})
+                            "ttft_ewma_s": s.ttft(d.name),
+                            "latency_ewma_s": s.latency(d.name)})
             await send_json(send, 200, {"object": "list", "data": out,
                                         "skipped": self.catalog.skipped})
         return run

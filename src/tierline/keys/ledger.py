@@ -16,6 +16,9 @@ write transaction per admission and per settlement (tens of microseconds).
   worker the scrape lands on) shows the totals of all of them, and the circuits a worker has
   opened, which the others apply within a second (``time.monotonic`` is one clock for every
   process of the machine).
+* And each worker's live latency statistics (EWMAs and observation counts per deployment,
+  for the ``fastest`` strategy): every worker publishes its own and reads the other live
+  workers' once a second, so that they learn together which deployment is fastest.
 """
 
 from __future__ import annotations
@@ -44,9 +47,14 @@ CREATE TABLE IF NOT EXISTS limit_events (key_id TEXT NOT NULL, ts REAL NOT NULL,
 CREATE INDEX IF NOT EXISTS limit_events_key ON limit_events (key_id, ts);
 CREATE TABLE IF NOT EXISTS breaker_opens (name TEXT PRIMARY KEY, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS metrics_snapshots (pid INTEGER PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS live_stats (pid INTEGER PRIMARY KEY, at REAL NOT NULL,
+                                       data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS limit_totals (key_id TEXT PRIMARY KEY, n INTEGER NOT NULL,
                                          tokens INTEGER NOT NULL);
 """
+
+
+STATS_MAX_AGE = 10.0  # seconds: live stats older than this are a dead or stuck worker's
 
 
 def ledger_path(config: Config) -> Path:
@@ -125,6 +133,26 @@ class Ledger:
         with self._lock:
             rows = self._conn.execute("SELECT pid, data FROM metrics_snapshots").fetchall()
         return [(str(data), _alive(int(pid))) for pid, data in rows]
+
+    def publish_stats(self, data: str, now: float | None = None,
+                      max_age: float = STATS_MAX_AGE) -> None:
+        """This process's live latency statistics (JSON), replacing its previous ones; rows
+        not refreshed for `max_age` seconds (dead or stuck workers) are dropped."""
+        now = time.monotonic() if now is None else now
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO live_stats (pid, at, data) VALUES (?, ?, ?)",
+                      (os.getpid(), now, data))
+            c.execute("DELETE FROM live_stats WHERE at < ?", (now - max_age,))
+
+    def peer_stats(self, now: float | None = None,
+                   max_age: float = STATS_MAX_AGE) -> list[str]:
+        """The latest statistics of every other process that is alive and published within
+        `max_age` seconds (``time.monotonic``)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            rows = self._conn.execute("SELECT pid, data FROM live_stats WHERE pid != ? "
+                                      "AND at >= ?", (os.getpid(), now - max_age)).fetchall()
+        return [str(data) for pid, data in rows if _alive(int(pid))]
 
     def breaker_opened(self, name: str, until: float) -> None:
         """A process opened `name`'s circuit until `until` (``time.monotonic``)."""
