@@ -58,7 +58,7 @@ def _report(
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--options", nargs="+", default=["1,0", "1,0.5"])
-    ap.add_argument("--knn", default="100,0.25")
+    ap.add_argument("--knn", nargs="+", default=["100,0.25"])
     ap.add_argument(
         "--folds", type=int, default=1, help="1: the carve-out; 4: all 4 hash folds of train"
     )
@@ -106,9 +106,16 @@ def _one(
 ) -> None:
     tr, ev = np.nonzero(~val)[0], np.nonzero(val)[0]
     tr_ex, ev_ex = [ex[i] for i in tr], [ex[i] for i in ev]
-    nk, w = int(a.knn.split(",")[0]), float(a.knn.split(",")[1])
     Y = np.array([[e.outcomes[m].score for m in PAIR] for e in ex], np.float32)
-    kn = knn_means(dequantise_unit(S[tr]), Y[tr], dequantise_unit(S[ev]).T, nk)
+    # source-centred outcomes (the kNN analogue of the source effects): each training
+    # prompt's outcomes minus its source's mean, plus the overall mean
+    Yc = Y.copy()
+    for s_ in set(src[tr]):
+        rows = tr[src[tr] == s_]
+        Yc[rows] += Y[tr].mean(axis=0) - Y[rows].mean(axis=0)
+    V, Q = dequantise_unit(S[tr]), dequantise_unit(S[ev]).T
+    knns = [(int(x.split(",")[0]), float(x.split(",")[1])) for x in a.knn]
+    kn = {k: (knn_means(V, Y[tr], Q, k), knn_means(V, Yc[tr], Q, k)) for k, _ in knns}
     for opt in a.options:
         C, sc = (float(x) for x in opt.split(","))
         base = _fit_group(X[tr], tr_ex, PAIR, C, sc)
@@ -117,7 +124,13 @@ def _one(
             Xe = X[ev]
             P = np.stack([1 / (1 + np.exp(-(Xe @ fits[m][0] + fits[m][1]))) for m in PAIR], 1)
             _report(f"{opt} {name}", ev_ex, src[ev], P, acc)
-            _report(f"{opt} {name} + kNN {nk},{w}", ev_ex, src[ev], (1 - w) * P + w * kn, acc)
+            for nk, w in knns:
+                raw, cen = kn[nk]
+                _report(f"{opt} {name} + kNN {nk},{w}", ev_ex, src[ev], (1 - w) * P + w * raw,
+                        acc)
+                if name == "source FE":
+                    _report(f"{opt} {name} + centred kNN {nk},{w}", ev_ex, src[ev],
+                            (1 - w) * P + w * cen, acc)
 
 
 if __name__ == "__main__":

@@ -141,3 +141,22 @@ def test_many_model_groups_keep_what_each_source_favours() -> None:
     # away (source effects) shrinks these margins to ~0.35
     assert P[0, a] - P[0, b] > 0.6
     assert P[1, b] - P[1, a] > 0.6
+
+
+def test_knn_outcomes_of_a_pair_are_centred_per_source() -> None:
+    """The neighbours' outcomes must not carry their file's strong-weak gap (the chat file's
+    is 0.87, the quiz file's ~0.2): per source, the kept means equal the overall means."""
+    ex = _two_source_examples()
+    rows = np.arange(len(ex))
+    raw = train._scores(ex, rows, [STRONG, WEAK])
+    kept = train._knn_scores(ex, rows, [STRONG, WEAK])
+    src = np.array([e.source for e in ex])
+    for s in ("chat", "quiz"):
+        assert kept[src == s].mean(axis=0) == pytest.approx(raw.mean(axis=0), abs=1e-5)
+    # within a source only a constant moves: the ranking of neighbours' outcomes is kept
+    d = kept - raw
+    assert np.ptp(d[src == "chat"], axis=0) == pytest.approx(0.0, abs=1e-6)
+    # one source: untouched
+    one = [e for e in ex if e.source == "quiz"]
+    assert np.array_equal(train._knn_scores(one, np.arange(len(one)), [STRONG, WEAK]),
+                          train._scores(one, np.arange(len(one)), [STRONG, WEAK]))

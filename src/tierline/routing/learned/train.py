@@ -361,6 +361,20 @@ def _scores(examples: Sequence[Example], rows: np.ndarray, group: list[str]) -> 
     ).reshape(len(rows), len(group))
 
 
+def _knn_scores(examples: Sequence[Example], rows: np.ndarray, group: list[str]) -> np.ndarray:
+    """The outcomes a kNN group keeps for ``rows``: for a pair from several sources centred
+    per source (minus the source's mean, plus the overall mean) - the kNN counterpart of the
+    source effects of :func:`_fit`, so that neighbours do not bring their file's gap back."""
+    Y = _scores(examples, rows, group)
+    src = np.array([examples[int(i)].source for i in rows])
+    if len(group) != 2 or len(set(src)) < 2:
+        return Y
+    mean = Y.mean(axis=0)
+    for s in set(src):
+        Y[src == s] += mean - Y[src == s].mean(axis=0)
+    return Y
+
+
 def _knn_table(
     S: np.ndarray,
     examples: Sequence[Example],
@@ -372,7 +386,7 @@ def _knn_table(
     """Per k: kNN mean scores (len(ev_idx), len(group)) from the complete rows of ``tr_idx``."""
     rows = _complete_rows(examples, tr_idx, group)
     V = dequantise_unit(S[rows])
-    Y = _scores(examples, rows, group)
+    Y = _knn_scores(examples, rows, group)
     Q = dequantise_unit(S[ev_idx])
     out: dict[int, np.ndarray] = {}
     for k in ks:
@@ -525,7 +539,7 @@ def train_router(
         if S is not None and k_w[1] > 0:
             rows = _complete_rows(examples, np.arange(len(examples)), group)
             knn_groups.append(
-                KnnGroup(list(group), k_w[0], k_w[1], S[rows], _scores(examples, rows, group))
+                KnnGroup(list(group), k_w[0], k_w[1], S[rows], _knn_scores(examples, rows, group))
             )
         if log is not None:
             log(
