@@ -63,11 +63,14 @@ class RoutingSettings(_Strict):
     auto: list[str] | None = None  # deployments `auto` may use (default: all available)
     groups: dict[str, list[str]] = Field(default_factory=dict)  # name -> deployments
     default_profile: str | None = None  # profile for deployments with none
-    # profile for deployments with none, by tier (the shipped router knows RouteLLM's
-    # strong/weak pair and LLMRouter's nine open-weight models)
+    # profile for deployments with none, by tier. The shipped router's RouteLLM pair (GPT-4 /
+    # Mixtral) is the one scale the default maps onto: probabilities of profiles trained on
+    # other data (LLMRouter's nine models) are not comparable with it. `cheap` (1-8B models,
+    # the embedded one) is left unrated - rating them as Mixtral would send them most traffic
+    # - so under `learned` they are fallbacks unless they are the only candidates.
     tier_profiles: dict[str, str] = Field(default_factory=lambda: {
         "frontier": "gpt-4-1106-preview", "strong": "gpt-4-1106-preview",
-        "fast": "mixtral-8x7b-instruct-v0.1", "cheap": "mixtral-8x7b-instruct-v0.1"})
+        "fast": "mixtral-8x7b-instruct-v0.1"})
 
 
 class ResilienceSettings(_Strict):

@@ -48,3 +48,44 @@ def test_route_bad_control_is_a_clean_error(cfg: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["route", "x", "--config", cfg, "--control", "zdr=perhaps"]) == 2
     assert "zdr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("prompt", [
+    "Implement a thread-safe LRU cache in Rust with generics and explain its complexity.",
+    "Write a haiku about autumn.",
+    "What is 2+2?",
+])
+def test_auto_on_the_builtin_catalog_uses_one_scale(
+    prompt: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`auto` over the built-in catalog compares predictions on one scale (the GPT-4 / Mixtral
+    pair): a 1-8B `cheap` deployment is never the first choice while rated ones remain - it
+    was, for every prompt here (an LLMRouter profile on another scale, or tiny models rated
+    as Mixtral)."""
+    for var in ("OPENAI_API_KEY", "GROQ_API_KEY", "FIREWORKS_API_KEY", "OPENROUTER_API_KEY",
+                "MISTRAL_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.setenv(var, "x")
+    monkeypatch.delenv("TIERLINE_CONFIG", raising=False)
+    assert main(["route", prompt, "--json"]) == 0
+    d = orjson.loads(capsys.readouterr().out)
+    tiers = {"groq/llama-3.1-8b-instant": "cheap", "openrouter/llama-3.2-1b-instruct": "cheap",
+             "mistral/ministral-3-8b": "cheap", "local/smollm2-135m-instruct": "cheap"}
+    assert d["chain"][0] not in tiers, d["chain"][:3]
+    assert set(d["chain"][-len(tiers):]) == set(tiers)  # unrated: at the end, as fallbacks
+
+
+def test_tiered_example_sends_hard_prompts_to_the_frontier_model(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """examples/tiered.yaml does what its comments say, with the shipped router."""
+    for var in ("OPENAI_API_KEY", "GROQ_API_KEY", "TOGETHER_API_KEY"):
+        monkeypatch.setenv(var, "x")
+    example = str(Path(__file__).resolve().parents[2] / "examples" / "tiered.yaml")
+    picks = {}
+    for prompt in ("Write a haiku about autumn.", "Prove that there are infinitely many primes."):
+        assert main(["route", prompt, "--config", example, "--json"]) == 0
+        chain = orjson.loads(capsys.readouterr().out)["chain"]
+        picks[prompt] = chain[0]
+        assert chain[-2:] == ["groq/llama-3.1-8b-instant", "local/smollm2-135m-instruct"]
+    assert picks["Write a haiku about autumn."] == "groq/llama-3.3-70b-versatile"
+    assert picks["Prove that there are infinitely many primes."] == "openai/gpt-5.6-terra"
