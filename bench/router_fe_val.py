@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from source_effects import fit_with_source_effects as _fit
 
 from tierline.routing.learned.data import Example, default_data_dir, load_outcomes
 from tierline.routing.learned.features import FeatureConfig, Featurizer
 from tierline.routing.learned.metrics import apgr_of as _apgr
 from tierline.routing.learned.model import dequantise_unit, knn_means, quantise_unit
-from tierline.routing.learned.train import _fit, _fit_group, _is_val, build_matrix
+from tierline.routing.learned.train import _fit_group, _is_val, build_matrix
 
 PAIR = ["gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1"]
 

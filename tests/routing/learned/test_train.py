@@ -70,55 +70,34 @@ def _gains(router: LearnedRouter, texts: list[str]) -> np.ndarray:
     return gain
 
 
-def test_source_effects_keep_file_identity_out_of_the_text_weights(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Trained on two sources, the router must not learn 'looks like the chat file -> the
-    chat file's gap': a new hard prompt needs the strong model more than a new easy prompt
-    phrased like the chat file.  Without the per-source intercepts the order flips."""
+def test_a_pair_keeps_which_kind_of_prompt_needs_the_strong_model() -> None:
+    """Trained on two sources whose strong-weak gap differs (chat 0.87, quiz ~0.2), a new
+    prompt phrased like the chat file must get the larger gain: on unseen mixed traffic that
+    between-kind signal is most of what generalises (bench/router_mixed_val.py).  Per-source
+    intercepts averaged into the bias (the "source effects" tried and removed) flip it."""
     pytest.importorskip("sklearn")
     ex = _two_source_examples()
-    probe = ["please apple river colour apple", "integral prime matrix integral prime"]
-    cfg = FeatureConfig(bits=12)
-    router = train.train_router(ex, config=cfg, C=1.0, shared_scale=0.0, knn=False)
-    easy_chat, hard = _gains(router, probe)
-    assert hard > easy_chat + 0.1
-    monkeypatch.setattr(train, "_fit", train._fit_group)  # no source effects
-    plain = train.train_router(ex, config=cfg, C=1.0, shared_scale=0.0, knn=False)
-    easy_chat0, hard0 = _gains(plain, probe)
-    assert easy_chat0 > hard0
+    probe = ["please apple river colour apple", "apple river colour apple river"]
+    router = train.train_router(ex, config=FeatureConfig(bits=12), C=1.0, shared_scale=0.0,
+                                knn=False)
+    chat, quiz = _gains(router, probe)
+    assert chat > quiz + 0.3
 
 
-def test_pairwise_metric_is_per_source() -> None:
-    """A score that only tells the two files apart routes no better than chance inside
-    either file: the selection metric must not reward it."""
+def test_pairwise_metric_is_pooled_over_sources() -> None:
+    """The selection metric scores the pair over all the prompts together: a score that
+    only tells the chat file (gap 0.87) from the quiz file routes mixed traffic well."""
     ex = _two_source_examples()
     by_file = {STRONG: np.array([1.0 if e.source == "chat" else 0.0 for e in ex]),
                WEAK: np.zeros(len(ex))}
-    within = {STRONG: np.array([1.0 if "integral" in e.text else 0.0 for e in ex]),
-              WEAK: np.zeros(len(ex))}
-    assert train._pairwise_apgr(ex, within) > train._pairwise_apgr(ex, by_file) + 0.1
-
-
-def test_pairwise_metric_with_only_tiny_sources_pools_them() -> None:
-    """Sources of < 20 prompts each cannot be scored alone: the metric pools them rather
-    than giving up (which would leave model selection without a criterion)."""
-    ex = [
-        Example(id=e.id, text=e.text, outcomes=e.outcomes, split="train", source=f"s{i // 10}")
-        for i, e in enumerate(_two_source_examples())
-    ]
-    within = {STRONG: np.array([1.0 if "integral" in e.text else 0.0 for e in ex]),
-              WEAK: np.zeros(len(ex))}
-    assert train._pairwise_apgr(ex, within) == pytest.approx(
-        train._pairwise_apgr([Example(id=e.id, text=e.text, outcomes=e.outcomes) for e in ex],
-                             within)
-    )
-    assert np.isfinite(train._pairwise_apgr(ex, within))
+    flat = {STRONG: np.zeros(len(ex)), WEAK: np.zeros(len(ex))}
+    assert train._pairwise_apgr(ex, by_file) > 0.6
+    assert train._pairwise_apgr(ex, by_file) > train._pairwise_apgr(ex, flat) + 0.1
 
 
 def test_many_model_groups_keep_what_each_source_favours() -> None:
     """With three models, 'model A is the best on code prompts' is between-source
-    information, and the router must keep it (source effects are for pairs only)."""
+    information, and the router must keep it."""
     pytest.importorskip("sklearn")
     rng = random.Random(2)
     p_good = {"code": {"a": 0.9, "b": 0.2, "c": 0.5}, "chat": {"a": 0.2, "b": 0.9, "c": 0.5}}
@@ -138,25 +117,6 @@ def test_many_model_groups_keep_what_each_source_favours() -> None:
     P = r.predict_many(["def loop return class def", "story river friend story"])
     a, b = r.profiles.index("a"), r.profiles.index("b")
     # trained as 0.9 vs 0.2 on code and the reverse on chat; averaging the per-source levels
-    # away (source effects) shrinks these margins to ~0.35
+    # away (bench/source_effects.py) shrinks these margins to ~0.35
     assert P[0, a] - P[0, b] > 0.6
     assert P[1, b] - P[1, a] > 0.6
-
-
-def test_knn_outcomes_of_a_pair_are_centred_per_source() -> None:
-    """The neighbours' outcomes must not carry their file's strong-weak gap (the chat file's
-    is 0.87, the quiz file's ~0.2): per source, the kept means equal the overall means."""
-    ex = _two_source_examples()
-    rows = np.arange(len(ex))
-    raw = train._scores(ex, rows, [STRONG, WEAK])
-    kept = train._knn_scores(ex, rows, [STRONG, WEAK])
-    src = np.array([e.source for e in ex])
-    for s in ("chat", "quiz"):
-        assert kept[src == s].mean(axis=0) == pytest.approx(raw.mean(axis=0), abs=1e-5)
-    # within a source only a constant moves: the ranking of neighbours' outcomes is kept
-    d = kept - raw
-    assert np.ptp(d[src == "chat"], axis=0) == pytest.approx(0.0, abs=1e-6)
-    # one source: untouched
-    one = [e for e in ex if e.source == "quiz"]
-    assert np.array_equal(train._knn_scores(one, np.arange(len(one)), [STRONG, WEAK]),
-                          train._scores(one, np.arange(len(one)), [STRONG, WEAK]))

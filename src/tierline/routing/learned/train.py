@@ -9,10 +9,8 @@ Procedure (deterministic: lbfgs, no sampling):
 2. models answering the same prompts form a group; per group one multi-task L2 logistic
    regression (``C``; shared + per-model weights, see :func:`_fit_group`) with soft labels (a
    prompt with score ``s`` counts as a positive with weight ``s`` and a negative with weight
-   ``1 - s``); when a two-model group's prompts come from several sources (benchmark
-   files), each model also gets one intercept per source during training, folded into its
-   bias as the average effect afterwards (:func:`_fit`): "which file does this prompt look
-   like" stays out of the text weights;
+   ``1 - s``).  No per-source intercepts: which *kind* of prompt needs the strong model is
+   most of the signal on unseen mixed traffic (``bench/router_mixed_val.py``);
 3. the stacked coefficient vectors form the frozen encoder ``E``; the base models' heads are
    the identity (see :mod:`.model`);
 4. per group, optional kNN evidence (``(k, weight)`` of :data:`KNN_GRID`, ``weight = 0`` = off)
@@ -147,48 +145,6 @@ def _group_rows(examples: Sequence[Example], group: list[str]) -> np.ndarray:
     )
 
 
-def _fit(
-    X: Any,
-    examples: Sequence[Example],
-    group: list[str],
-    C: float,
-    shared_scale: float,
-) -> dict[str, tuple[np.ndarray, float]]:
-    """:func:`_fit_group` with source fixed effects when a *pair* spans several sources.
-
-    Sources are benchmark files, and a prompt's file is usually plain from its text (a
-    multiple-choice layout, say) while the strong-weak gap differs between files (RouteLLM:
-    GSM8K 0.21, MMLU 0.12).  Without help the text weights learn "looks like that file ->
-    that gap": useless for routing *within* a benchmark and spurious on a new one.  So during
-    training every model gets an indicator column per source (a per-source intercept); a live
-    prompt has no source, so afterwards each model's bias takes the average effect (the
-    indicators at their share of the group's prompts) and the columns are dropped.  Measured
-    in ``bench/router_fe_val.py`` (docs/router-eval.md).
-
-    Only for two-model groups: ranking prompts *within* a benchmark by P_a - P_b does not need
-    the per-source levels.  With more models the levels are the signal ("on code prompts model
-    X is the best"), and averaging them away would lose it.
-    """
-    import scipy.sparse as sp  # type: ignore[import-untyped, unused-ignore]
-
-    rows = _group_rows(examples, group)
-    sources = sorted({examples[int(i)].source for i in rows})
-    if len(group) != 2 or len(sources) < 2:
-        return _fit_group(X, examples, group, C, shared_scale)
-    col = {s: j for j, s in enumerate(sources)}
-    ind = sp.csr_matrix(
-        (
-            np.ones(len(rows)),
-            (rows, [col[examples[int(i)].source] for i in rows]),
-        ),
-        shape=(X.shape[0], len(sources)),
-    )
-    share = np.asarray(ind[rows].mean(axis=0)).ravel()
-    fits = _fit_group(sp.hstack([X, ind]).tocsr(), examples, group, C, shared_scale)
-    D = X.shape[1]
-    return {m: (w[:D], b + float(w[D:] @ share)) for m, (w, b) in fits.items()}
-
-
 #: candidate (C, shared_scale) per model group, picked on held-out parts of the train data
 CANDIDATES: tuple[tuple[float, float], ...] = ((1.0, 0.0), (1.0, 0.5), (0.5, 2.0))
 
@@ -253,38 +209,19 @@ def _probs(X: Any, fitted: dict[str, tuple[np.ndarray, float]]) -> dict[str, np.
 
 
 def _pairwise_apgr(examples: Sequence[Example], P: dict[str, np.ndarray]) -> float:
-    """Mean RouteLLM APGR (gain score P_a - P_b) over every model pair of the group and every
-    source: APGR is scored per benchmark file, so telling one file's prompts from another's
-    earns nothing here (it would in an APGR pooled over the files).  Sources too small to
-    score (< 20 prompts, or no quality gap) are left out; when none is left, the APGR is
-    pooled over all of them."""
-    vals = [
-        v
-        for src in sorted({e.source for e in examples})
-        for v in _pair_apgrs(examples, P, src)
-    ]
-    if not vals:
-        vals = _pair_apgrs(examples, P, None)
-    return float(np.mean(vals)) if vals else float("nan")
-
-
-def _pair_apgrs(
-    examples: Sequence[Example], P: dict[str, np.ndarray], source: str | None
-) -> list[float]:
-    """APGR of every scorable model pair on the prompts of ``source`` (``None``: all)."""
+    """Mean RouteLLM APGR (gain score P_a - P_b) over every model pair of the group, pooled
+    over the prompts of all sources: a pair whose gap differs between kinds of prompt (math
+    vs. trivia, say) is routed on that too, and on unseen mixed traffic that between-kind
+    signal is most of what generalises (``bench/router_mixed_val.py``: 0.615 pooled vs. 0.513
+    with it removed, and chance within any one unseen family).  Pairs with < 20 common
+    prompts or a mean-quality gap < 0.02 are left out."""
     from .metrics import apgr_of
 
     names = sorted(P)
     vals = []
     for a_i, a in enumerate(names):
         for b in names[a_i + 1 :]:
-            rows = [
-                i
-                for i, e in enumerate(examples)
-                if a in e.outcomes
-                and b in e.outcomes
-                and (source is None or e.source == source)
-            ]
+            rows = [i for i, e in enumerate(examples) if a in e.outcomes and b in e.outcomes]
             if len(rows) < 20:
                 continue
             qa = np.array([examples[i].outcomes[a].score for i in rows])
@@ -296,7 +233,7 @@ def _pair_apgrs(
             if abs(qa.mean() - qb.mean()) < 0.02:
                 continue
             vals.append(apgr_of(P[a2][rows] - P[b2][rows], qa, qb))
-    return vals
+    return float(np.mean(vals)) if vals else float("nan")
 
 
 def _argmax_quality(examples: Sequence[Example], P: dict[str, np.ndarray]) -> float:
@@ -361,20 +298,6 @@ def _scores(examples: Sequence[Example], rows: np.ndarray, group: list[str]) -> 
     ).reshape(len(rows), len(group))
 
 
-def _knn_scores(examples: Sequence[Example], rows: np.ndarray, group: list[str]) -> np.ndarray:
-    """The outcomes a kNN group keeps for ``rows``: for a pair from several sources centred
-    per source (minus the source's mean, plus the overall mean) - the kNN counterpart of the
-    source effects of :func:`_fit`, so that neighbours do not bring their file's gap back."""
-    Y = _scores(examples, rows, group)
-    src = np.array([examples[int(i)].source for i in rows])
-    if len(group) != 2 or len(set(src)) < 2:
-        return Y
-    mean = Y.mean(axis=0)
-    for s in set(src):
-        Y[src == s] += mean - Y[src == s].mean(axis=0)
-    return Y
-
-
 def _knn_table(
     S: np.ndarray,
     examples: Sequence[Example],
@@ -386,7 +309,7 @@ def _knn_table(
     """Per k: kNN mean scores (len(ev_idx), len(group)) from the complete rows of ``tr_idx``."""
     rows = _complete_rows(examples, tr_idx, group)
     V = dequantise_unit(S[rows])
-    Y = _knn_scores(examples, rows, group)
+    Y = _scores(examples, rows, group)
     Q = dequantise_unit(S[ev_idx])
     out: dict[int, np.ndarray] = {}
     for k in ks:
@@ -432,7 +355,7 @@ def _select(
     for tr_idx, ev_idx in splits:
         tr_ex = [examples[int(i)] for i in tr_idx]
         ev_ex = [examples[int(i)] for i in ev_idx]
-        fits = [_fit(X[tr_idx], tr_ex, group, c, sc) for c, sc in cands]
+        fits = [_fit_group(X[tr_idx], tr_ex, group, c, sc) for c, sc in cands]
         if len(cands) > 1:
             fits.append(_average(fits))
         split_fits.append(fits)
@@ -533,13 +456,13 @@ def train_router(
                 if log is not None:
                     log(f"  large group ({len(group)} models): independent regressions only")
             chosen_opts, k_w = _select(X, examples, texts, group, cands, log, S)
-        fitted.update(_average([_fit(X, examples, group, c, sc) for c, sc in chosen_opts]))
+        fitted.update(_average([_fit_group(X, examples, group, c, sc) for c, sc in chosen_opts]))
         for m in group:
             chosen[m] = [list(o) for o in chosen_opts]
         if S is not None and k_w[1] > 0:
             rows = _complete_rows(examples, np.arange(len(examples)), group)
             knn_groups.append(
-                KnnGroup(list(group), k_w[0], k_w[1], S[rows], _knn_scores(examples, rows, group))
+                KnnGroup(list(group), k_w[0], k_w[1], S[rows], _scores(examples, rows, group))
             )
         if log is not None:
             log(
