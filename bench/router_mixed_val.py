@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--min-gap", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--knn", nargs="*", default=["100,0.25", "400,0.5"])
+    ap.add_argument("--feature", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="override a FeatureConfig field, e.g. static_weight=8")
     a = ap.parse_args()
     data = Path(os.environ.get("TIERLINE_ROUTING_DATA") or default_data_dir())
     ex = [e for e in load_outcomes([data / "llmrouter.jsonl"], split="train")
@@ -70,7 +72,8 @@ def main() -> None:
     print("pairs (strong, weak, overall gap):")
     for s, w in pairs:
         print(f"  {s} / {w}: {means[models.index(s)] - means[models.index(w)]:.3f}")
-    feat = Featurizer(FeatureConfig(bits=17))
+    over = {k: float(v) for k, v in (x.split("=") for x in a.feature)}
+    feat = Featurizer(FeatureConfig(bits=17, **over))  # type: ignore[arg-type]
     t0 = time.time()
     feat.fit_idf(texts)
     X = build_matrix(feat, texts).tocsr()

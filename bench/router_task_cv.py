@@ -44,6 +44,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--options", nargs="+", default=["1,0", "1,0.5", "0.5,2"])
+    ap.add_argument("--feature", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="override a FeatureConfig field, e.g. static_weight=8")
     a = ap.parse_args()
     data = Path(os.environ.get("TIERLINE_ROUTING_DATA") or default_data_dir())
     ex = load_outcomes(
@@ -52,7 +54,8 @@ def main() -> None:
     texts = [e.text for e in ex]
     fold = np.array([_fold(e.task, a.folds) for e in ex])
     Y = np.array([[e.outcomes[m].score for m in PAIR] for e in ex], np.float32)
-    feat = Featurizer(FeatureConfig(bits=17))
+    over = {k: float(v) for k, v in (x.split("=") for x in a.feature)}
+    feat = Featurizer(FeatureConfig(bits=17, **over))  # type: ignore[arg-type]
     t0 = time.time()
     feat.fit_idf(texts)
     X = build_matrix(feat, texts).tocsr()
