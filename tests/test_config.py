@@ -75,3 +75,11 @@ def test_cli_reports_config_errors_without_traceback(tmp_path: Path,
     assert main(["route", "hi", "--config", str(p)]) == 2
     err = capsys.readouterr().err
     assert "routing.strategy" in err and "Traceback" not in err
+
+
+def test_one_routing_knob_at_a_time(tmp_path: Path) -> None:
+    p = write(tmp_path, "routing:\n  quality: 0.8\n  cost_weight: 0.2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "routing" in e.value.message and "not both" in e.value.message
+    assert load_config(write(tmp_path, "routing:\n  quality: 0.8\n")).routing.cost_weight is None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tierline.errors import ConfigError
 
@@ -55,9 +55,12 @@ class CatalogSettings(_Strict):
 
 class RoutingSettings(_Strict):
     strategy: Literal["learned", "cheapest", "fastest", "weighted", "ordered"] = "learned"
-    quality: float = Field(0.7, ge=0.0, le=1.0)  # learned: target P(good answer)
-    # learned: maximise P(good) - λ·cost/max_cost instead (cost relative to the dearest
-    # candidate, so λ is unit-free: with two models, strong iff P_s - P_w > λ·(1 - c_w/c_s))
+    # The learned strategy's knob - one of the two (neither: cost_weight DEFAULT_COST_WEIGHT):
+    # quality: the cheapest candidate whose predicted P(good answer) reaches it;
+    quality: float | None = Field(None, ge=0.0, le=1.0)
+    # cost_weight: maximise P(good) - λ·cost/max_cost (cost relative to the dearest candidate,
+    # so λ is unit-free: with two models, strong iff P_s - P_w > λ·(1 - c_w/c_s)), i.e. rank
+    # by the predicted gain, the mode every validation set prefers (docs/router-eval.md)
     cost_weight: float | None = Field(None, ge=0.0)
     router_file: str | None = None  # default: the router shipped in the package
     auto: list[str] | None = None  # deployments `auto` may use (default: all available)
@@ -71,6 +74,18 @@ class RoutingSettings(_Strict):
     tier_profiles: dict[str, str] = Field(default_factory=lambda: {
         "frontier": "gpt-4-1106-preview", "strong": "gpt-4-1106-preview",
         "fast": "mixtral-8x7b-instruct-v0.1"})
+
+    @model_validator(mode="after")
+    def _one_knob(self) -> RoutingSettings:
+        if self.quality is not None and self.cost_weight is not None:
+            raise ValueError("set one of routing.quality and routing.cost_weight, not both")
+        return self
+
+
+#: the learned strategy's cost_weight when neither knob is configured: on the shipped router's
+#: training prompts it sends as many requests to the strong model (53 %) as a quality target
+#: of 0.7 does (the default until 2026-11-29), but ranks them by predicted gain
+DEFAULT_COST_WEIGHT = 0.12
 
 
 class ResilienceSettings(_Strict):

@@ -83,3 +83,51 @@ async def test_cost_weight_breaks_ties_on_cost(client: httpx.AsyncClient) -> Non
     # λ = 0: pure predicted quality, three-way tie between the frontier deployments
     r = await ask(client, "prove it", tierline={"cost_weight": 0.0})
     assert r.headers["x-tierline-model"] == "frontier-cheap"
+
+
+def _two_model_app(mock: MockOpenAI, tmp_path: Path, routing: dict[str, object]) -> GatewayThread:
+    p = {"base_url": mock.url + "/v1", "requires_key": False}
+    raw = {
+        "server": {"request_log": str(tmp_path / "r.sqlite3")},
+        "catalog": {"builtin": False},
+        "providers": {"up": p},
+        "deployments": [
+            {"name": "strong", "provider": "up", "model": "a", "profile": STRONG,
+             "price": {"input": 10, "output": 30}},
+            {"name": "weak", "provider": "up", "model": "b", "profile": WEAK,
+             "price": {"input": 0.05, "output": 0.08}},
+        ],
+        "routing": {"strategy": "learned", **routing},
+    }
+    return GatewayThread(app=create_app(parse_config(raw, "knobs"), predictor=FakePredictor()))
+
+
+async def test_the_requests_knob_wins_over_the_configs(mock: MockOpenAI, tmp_path: Path) -> None:
+    """The config routes by cost_weight; a request asking for a quality target gets one
+    (it used to be ignored), and a request's cost_weight overrides the config's."""
+    # "prove it": predicted gain 0.9 - 0.4 = 0.5 < 0.6 -> weak
+    with _two_model_app(mock, tmp_path, {"cost_weight": 0.6}) as g:
+        async with httpx.AsyncClient(base_url=g.base_url, timeout=30) as c:
+            r = await ask(c, "prove it")
+            assert r.headers["x-tierline-model"] == "weak"
+            assert "cost" in r.headers["x-tierline-route"]
+            r = await ask(c, "prove it", tierline={"quality": 0.85})
+            assert r.headers["x-tierline-model"] == "strong"
+            assert "qualifying" in r.headers["x-tierline-route"]
+            r = await ask(c, "prove it", headers={"x-tierline-quality": "0.85"})
+            assert r.headers["x-tierline-model"] == "strong"
+            r = await ask(c, "prove it", tierline={"cost_weight": 0.3})
+            assert r.headers["x-tierline-model"] == "strong"
+
+
+async def test_no_knob_configured_ranks_by_gain(mock: MockOpenAI, tmp_path: Path) -> None:
+    """Neither knob in the config: cost_weight 0.12.  The easy prompt's predicted gain (0.95 -
+    0.85 = 0.10) is below it -> weak, although the weak model's 0.85 would also pass a 0.7
+    quality target; the hard prompt's (0.5) is above -> strong."""
+    with _two_model_app(mock, tmp_path, {}) as g:
+        async with httpx.AsyncClient(base_url=g.base_url, timeout=30) as c:
+            r = await ask(c, "easy")
+            assert r.headers["x-tierline-model"] == "weak"
+            assert "0.12*cost" in r.headers["x-tierline-route"]
+            r = await ask(c, "prove it")
+            assert r.headers["x-tierline-model"] == "strong"

@@ -89,3 +89,23 @@ def test_tiered_example_sends_hard_prompts_to_the_frontier_model(
         assert chain[-2:] == ["groq/llama-3.1-8b-instant", "local/smollm2-135m-instruct"]
     assert picks["Write a haiku about autumn."] == "groq/llama-3.3-70b-versatile"
     assert picks["Prove that there are infinitely many primes."] == "openai/gpt-5.6-terra"
+
+
+def test_default_knob_ranks_by_predicted_gain(cfg: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """With no knob configured the learned strategy uses cost_weight 0.12 (rank by predicted
+    gain): a trivial prompt, on which the router is unsure of *both* models, goes to the cheap
+    one - under the old default (quality 0.7) it went to the strong one because neither
+    reached 0.7 - and a proof still goes to the strong one."""
+    picks = {}
+    for prompt in ("What is 2+2?", "Prove that there are infinitely many primes."):
+        assert main(["route", prompt, "--config", cfg, "--json"]) == 0
+        d = orjson.loads(capsys.readouterr().out)
+        picks[prompt] = d["chain"][0]
+        assert "0.12*cost" in d["reason"], d["reason"]
+    assert picks["What is 2+2?"] == "eu/weak"
+    assert picks["Prove that there are infinitely many primes."] == "us/strong"
+    # the old default, asked for explicitly, still sends the unsure trivial prompt to strong
+    assert main(["route", "What is 2+2?", "--config", cfg, "--control", "quality=0.7",
+                 "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["chain"][0] == "us/strong"

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from tierline.accounting.pricing import PICO_PER_USD, pico_per_token
 from tierline.catalog.load import Catalog
 from tierline.catalog.model import Deployment
-from tierline.config import RoutingSettings
+from tierline.config import DEFAULT_COST_WEIGHT, RoutingSettings
 from tierline.errors import ModelNotFound, NoDeploymentAvailable
 from tierline.routing.filters import Constraints, reject_reason
 from tierline.routing.stats import LiveStats
@@ -218,7 +218,14 @@ class Router:
             cost[d.name] = expected_cost_usd(d, c.prompt_tokens, c.max_output_tokens)
         detail["scores"] = {n: {"quality": None if v is None else round(v, 4),
                                 "cost_usd": round(cost[n], 8)} for n, v in q.items()}
-        lam = controls.get("cost_weight", self.settings.cost_weight)
+        # the request's knob wins over the config's: a request asking for a quality target
+        # gets one even where the config routes by cost_weight (and the reverse)
+        lam = controls.get("cost_weight")
+        target = controls.get("quality")
+        if lam is None and target is None:
+            lam, target = self.settings.cost_weight, self.settings.quality
+            if lam is None and target is None:
+                lam = DEFAULT_COST_WEIGHT
         known = [d for d in deps if q[d.name] is not None]
         unknown = sorted((d for d in deps if q[d.name] is None), key=lambda d: cost[d.name])
         # every ranking breaks ties on expected cost: deployments that share a profile share
@@ -233,8 +240,10 @@ class Router:
             ranked = sorted(known, key=lambda d: (-((q[d.name] or 0.0)
                                                     - lam * cost[d.name] / top_cost),
                                                   cost[d.name]))
+            detail["cost_weight"] = lam
             return ranked + unknown, f"max q-{lam:g}*cost/max_cost"
-        target = float(controls.get("quality", self.settings.quality))
+        assert target is not None  # one of the two knobs is always set
+        target = float(target)
         good = sorted((d for d in known if (q[d.name] or 0.0) >= target),
                       key=lambda d: cost[d.name])
         rest = sorted((d for d in known if (q[d.name] or 0.0) < target),

@@ -100,3 +100,30 @@ def test_calibrate(synth_router_file: Path, synth_file: Path) -> None:
     t2 = threshold_for_cost(r, texts, costs, 8.0)
     assert cost_per_1k(r, texts, costs, t2) <= 8.0
     assert cost_per_1k(r, texts, costs, min(1.0, t2 + 0.05)) > cost_per_1k(r, texts, costs, 0.0)
+
+
+def test_calibrate_cost_weight(synth_router_file: Path, synth_file: Path) -> None:
+    """cost_weight values that hit a strong share / a cost per 1k, checked through the same
+    chooser the gateway uses (costs relative to the dearest model)."""
+    from tierline.routing.learned.calibrate import (
+        cost_per_1k_at_weight,
+        cost_weight_for_cost,
+        cost_weight_for_strong_share,
+    )
+    from tierline.routing.learned.choose import choose
+    from tierline.routing.learned.data import load_prompts
+
+    r = LearnedRouter.load(synth_router_file)
+    texts = load_prompts(synth_file)[:100]
+    costs = {STRONG: 0.02, WEAK: 0.001}
+    rel = {STRONG: 1.0, WEAK: 0.05}
+    for share in (0.2, 0.5):
+        lam = cost_weight_for_strong_share(r, texts, STRONG, WEAK, costs, share)
+        got = np.mean([choose(r.predict(t), rel, lam=lam)[0] == STRONG for t in texts])
+        assert abs(float(got) - share) <= 0.02
+    with pytest.raises(ValueError, match="must cost more"):
+        cost_weight_for_strong_share(r, texts, WEAK, STRONG, costs, 0.3)
+    assert cost_per_1k_at_weight(r, texts, costs, 2.0) == pytest.approx(1.0)  # all weak
+    lam = cost_weight_for_cost(r, texts, costs, 8.0)
+    assert cost_per_1k_at_weight(r, texts, costs, lam) <= 8.0
+    assert cost_per_1k_at_weight(r, texts, costs, max(0.0, lam - 0.05)) > 8.0

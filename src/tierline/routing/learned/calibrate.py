@@ -1,9 +1,15 @@
-"""Calibrate the ``quality`` threshold of :func:`choose` on a sample of traffic.
+"""Calibrate the learned strategy's knob on a sample of traffic.
 
-With ``choose(pred, costs, quality=t)`` a prompt goes to the cheapest model whose predicted
-quality reaches ``t``.  Raising ``t`` sends more traffic to expensive models.  Given a sample of
-prompts we pick ``t`` so that the share of strong-model calls (two models) or the expected cost
-per 1k requests (any number of models, with per-request cost estimates) matches a target.
+* ``quality`` (``choose(pred, costs, quality=t)``): a prompt goes to the cheapest model whose
+  predicted quality reaches ``t``; raising ``t`` sends more traffic to expensive models.
+* ``cost_weight`` (the gateway's default knob, ``choose(pred, costs / max(costs), lam=l)``):
+  a prompt goes to the model maximising P(good) - l * cost / max_cost; with two models the
+  strong one iff its predicted gain exceeds ``l * (1 - c_weak / c_strong)``; lowering ``l``
+  sends more traffic to expensive models.
+
+Given a sample of prompts we pick the value so that the share of strong-model calls (two
+models) or the expected cost per 1k requests (any number of models, with per-request cost
+estimates) matches a target.
 """
 
 from __future__ import annotations
@@ -15,7 +21,14 @@ import numpy as np
 from .choose import choose
 from .model import LearnedRouter
 
-__all__ = ["cost_per_1k", "threshold_for_cost", "threshold_for_strong_share"]
+__all__ = [
+    "cost_per_1k",
+    "cost_per_1k_at_weight",
+    "cost_weight_for_cost",
+    "cost_weight_for_strong_share",
+    "threshold_for_cost",
+    "threshold_for_strong_share",
+]
 
 
 def threshold_for_strong_share(
@@ -66,3 +79,70 @@ def threshold_for_cost(
         else:
             hi = mid
     return lo
+
+
+def _relative(costs: dict[str, float]) -> dict[str, float]:
+    top = max(costs.values(), default=0.0) or 1.0
+    return {m: c / top for m, c in costs.items()}
+
+
+def cost_weight_for_strong_share(
+    router: LearnedRouter,
+    texts: Sequence[str],
+    strong: str,
+    weak: str,
+    costs: dict[str, float],
+    target_share: float,
+) -> float:
+    """``cost_weight`` such that about ``target_share`` of prompts go to ``strong``: the
+    predicted gain P(strong) - P(weak) at that quantile over ``1 - c_weak / c_strong``."""
+    if not texts:
+        raise ValueError("no prompts to calibrate on")
+    if not 0.0 <= target_share <= 1.0:
+        raise ValueError("target share must be in [0, 1]")
+    missing = [m for m in (strong, weak) if m not in costs]
+    if missing:
+        raise ValueError(f"no cost given for {', '.join(missing)} (--costs model=USD,...)")
+    if costs[strong] <= costs[weak]:
+        raise ValueError(f"{strong} must cost more per request than {weak}")
+    P = router.predict_many(texts)
+    gain = np.sort(P[:, router.profiles.index(strong)] - P[:, router.profiles.index(weak)])
+    k = len(gain) - round(target_share * len(gain))  # prompts that stay on the weak model
+    if k <= 0:
+        g = float(gain[0]) - 1e-6
+    elif k >= len(gain):
+        g = float(gain[-1])
+    else:
+        g = float((gain[k - 1] + gain[k]) / 2.0)
+    return max(0.0, g / (1.0 - costs[weak] / costs[strong]))
+
+
+def cost_per_1k_at_weight(
+    router: LearnedRouter, texts: Sequence[str], costs: dict[str, float], lam: float
+) -> float:
+    """Expected cost of 1,000 requests like ``texts`` at ``cost_weight = lam``."""
+    rel = _relative(costs)
+    total = sum(costs[choose(router.predict(t), rel, lam=lam)[0]] for t in texts)
+    return 1000.0 * total / max(len(texts), 1)
+
+
+def cost_weight_for_cost(
+    router: LearnedRouter,
+    texts: Sequence[str],
+    costs: dict[str, float],
+    target_per_1k: float,
+    iters: int = 30,
+) -> float:
+    """Smallest ``cost_weight`` whose expected cost per 1k requests stays <= the target."""
+    if not texts:
+        raise ValueError("no prompts to calibrate on")
+    lo, hi = 0.0, 2.0  # at lam >= 1 no predicted gain (<= 1) pays for the dearest model
+    if cost_per_1k_at_weight(router, texts, costs, lo) <= target_per_1k:
+        return lo
+    for _ in range(iters):
+        mid = (lo + hi) / 2.0
+        if cost_per_1k_at_weight(router, texts, costs, mid) <= target_per_1k:
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -146,16 +146,22 @@ def _fmt(v: Any) -> str:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import threshold_for_cost, threshold_for_strong_share
+    from . import calibrate as cal
     from .model import LearnedRouter
 
     router = LearnedRouter.load(_router_path(args.router))
     texts = load_prompts(args.data)
-    if args.strong_share is not None:
-        t = threshold_for_strong_share(router, texts, args.weak, args.strong_share)
+    costs = {m: float(c) for m, c in (kv.split("=", 1) for kv in args.costs.split(","))}
+    if args.knob == "quality":
+        if args.strong_share is not None:
+            t = cal.threshold_for_strong_share(router, texts, args.weak, args.strong_share)
+        else:
+            t = cal.threshold_for_cost(router, texts, costs, args.cost_per_1k)
+    elif args.strong_share is not None:
+        t = cal.cost_weight_for_strong_share(router, texts, args.strong, args.weak, costs,
+                                             args.strong_share)
     else:
-        costs = {m: float(c) for m, c in (kv.split("=", 1) for kv in args.costs.split(","))}
-        t = threshold_for_cost(router, texts, costs, args.cost_per_1k)
+        t = cal.cost_weight_for_cost(router, texts, costs, args.cost_per_1k)
     print(f"{t:.6f}")
     return 0
 
@@ -218,17 +224,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_guarded(_cmd_eval))
 
-    c = sub.add_parser("calibrate", help="print the quality threshold for a traffic target")
+    c = sub.add_parser("calibrate", help="print the routing knob's value for a traffic target")
     c.add_argument("data")
     c.add_argument("--router", default=None)
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--strong-share", type=float)
     g.add_argument("--cost-per-1k", type=float)
+    c.add_argument("--knob", choices=["cost_weight", "quality"], default="cost_weight",
+                   help="routing.cost_weight (the default knob) or routing.quality")
+    c.add_argument("--strong", default="gpt-4-1106-preview")
     c.add_argument("--weak", default="mixtral-8x7b-instruct-v0.1")
     c.add_argument(
         "--costs",
         default="mixtral-8x7b-instruct-v0.1=0.0006,gpt-4-1106-preview=0.02",
-        help="model=USD per request,... (for --cost-per-1k)",
+        help="model=USD per request,... (--cost-per-1k; --strong-share with cost_weight)",
     )
     c.set_defaults(func=_guarded(_cmd_calibrate))
 
