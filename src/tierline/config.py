@@ -55,12 +55,15 @@ class CatalogSettings(_Strict):
 
 class RoutingSettings(_Strict):
     strategy: Literal["learned", "cheapest", "fastest", "weighted", "ordered"] = "learned"
-    # The learned strategy's knob - one of the two (neither: cost_weight DEFAULT_COST_WEIGHT):
+    # The learned strategy's knob - at most one of the three (none: max_loss DEFAULT_MAX_LOSS):
+    # max_loss: the cheapest candidate whose predicted P(good answer) is at most this below
+    # the best candidate's - with two models, strong iff P_s - P_w > max_loss: it ranks by
+    # the predicted gain, the mode every validation set prefers (docs/router-eval.md);
+    max_loss: float | None = Field(None, ge=0.0, le=1.0)
     # quality: the cheapest candidate whose predicted P(good answer) reaches it;
     quality: float | None = Field(None, ge=0.0, le=1.0)
     # cost_weight: maximise P(good) - λ·cost/max_cost (cost relative to the dearest candidate,
-    # so λ is unit-free: with two models, strong iff P_s - P_w > λ·(1 - c_w/c_s)), i.e. rank
-    # by the predicted gain, the mode every validation set prefers (docs/router-eval.md)
+    # so λ is unit-free: with two models, strong iff P_s - P_w > λ·(1 - c_w/c_s))
     cost_weight: float | None = Field(None, ge=0.0)
     router_file: str | None = None  # default: the router shipped in the package
     auto: list[str] | None = None  # deployments `auto` may use (default: all available)
@@ -77,15 +80,18 @@ class RoutingSettings(_Strict):
 
     @model_validator(mode="after")
     def _one_knob(self) -> RoutingSettings:
-        if self.quality is not None and self.cost_weight is not None:
-            raise ValueError("set one of routing.quality and routing.cost_weight, not both")
+        knobs = [k for k in ("max_loss", "quality", "cost_weight") if getattr(self, k) is not None]
+        if len(knobs) > 1:
+            raise ValueError(f"set one of routing.max_loss, routing.quality and "
+                             f"routing.cost_weight, not {' and '.join(knobs)}")
         return self
 
 
-#: the learned strategy's cost_weight when neither knob is configured: on the shipped router's
-#: training prompts it sends as many requests to the strong model (53 %) as a quality target
-#: of 0.7 does (the default until 2026-11-29), but ranks them by predicted gain
-DEFAULT_COST_WEIGHT = 0.12
+#: the learned strategy's max_loss when no knob is configured: on the shipped router's training
+#: prompts it sends as many requests to the strong model (53 %) as a quality target of 0.7 (the
+#: default until 2026-11-29), but picks them by predicted gain; unlike cost_weight it does not
+#: depend on how dear the dearest candidate in the pool is
+DEFAULT_MAX_LOSS = 0.12
 
 
 class ResilienceSettings(_Strict):

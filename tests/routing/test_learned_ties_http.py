@@ -121,13 +121,22 @@ async def test_the_requests_knob_wins_over_the_configs(mock: MockOpenAI, tmp_pat
 
 
 async def test_no_knob_configured_ranks_by_gain(mock: MockOpenAI, tmp_path: Path) -> None:
-    """Neither knob in the config: cost_weight 0.12.  The easy prompt's predicted gain (0.95 -
+    """No knob in the config: max_loss 0.12.  The easy prompt's predicted gain (0.95 -
     0.85 = 0.10) is below it -> weak, although the weak model's 0.85 would also pass a 0.7
     quality target; the hard prompt's (0.5) is above -> strong."""
     with _two_model_app(mock, tmp_path, {}) as g:
         async with httpx.AsyncClient(base_url=g.base_url, timeout=30) as c:
             r = await ask(c, "easy")
             assert r.headers["x-tierline-model"] == "weak"
-            assert "0.12*cost" in r.headers["x-tierline-route"]
+            assert "within 0.12 of best" in r.headers["x-tierline-route"]
             r = await ask(c, "prove it")
             assert r.headers["x-tierline-model"] == "strong"
+            # a request's own max_loss; two knobs in one request are a clear 400
+            r = await ask(c, "prove it", tierline={"max_loss": 0.6})
+            assert r.headers["x-tierline-model"] == "weak"
+            r = await ask(c, "easy", headers={"x-tierline-max-loss": "0.05"})
+            assert r.headers["x-tierline-model"] == "strong"
+            r = await ask(c, "easy", tierline={"max_loss": 0.1, "quality": 0.9})
+            assert r.status_code == 400
+            err = r.json()["error"]
+            assert "max_loss and quality" in err["message"] and err["param"] == "tierline.quality"

@@ -41,7 +41,10 @@ CONTROL_KEYS = {
     "strategy": "one of 'learned', 'cheapest', 'fastest', 'weighted', 'ordered'",
     "fallbacks": "a boolean",
     "cost_weight": "a number >= 0",
+    "max_loss": "a number between 0 and 1",
 }
+#: the learned strategy's knobs: a request sends at most one
+KNOBS = ("max_loss", "quality", "cost_weight")
 SORTS = {"price": "cheapest", "latency": "fastest", "quality": "quality"}
 STRATEGIES = frozenset({"learned", "cheapest", "fastest", "weighted", "ordered"})
 HEADER_PREFIX = "x-tierline-"
@@ -162,7 +165,7 @@ def _coerce_control(key: str, value: Any, param: str) -> Any:
                    "unknown_parameter")
     want = CONTROL_KEYS[key]
     ok = True
-    if key in ("quality",):
+    if key in ("quality", "max_loss"):
         ok = _is_num(value) and 0 <= value <= 1
     elif key in ("max_cost_usd", "cost_weight"):
         ok = _is_num(value) and value >= 0
@@ -182,7 +185,7 @@ def _coerce_control(key: str, value: Any, param: str) -> Any:
 
 
 def _parse_header_value(key: str, raw: str) -> Any:
-    if key in ("quality", "max_cost_usd", "cost_weight"):
+    if key in ("quality", "max_cost_usd", "cost_weight", "max_loss"):
         try:
             return float(raw)
         except ValueError:
@@ -208,6 +211,10 @@ def parse_controls(ext: Any, headers: Mapping[str, str]) -> JSON:
             raise _bad("'tierline' must be an object", "tierline", "invalid_type")
         for k, v in ext.items():
             controls[k] = _coerce_control(str(k), v, f"tierline.{k}")
+    knobs = [k for k in KNOBS if k in controls]
+    if len(knobs) > 1:
+        raise _bad(f"send one of the tierline controls {', '.join(KNOBS)}, not "
+                   f"{' and '.join(knobs)}", f"tierline.{knobs[1]}")
     return controls
 
 

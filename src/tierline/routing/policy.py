@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from tierline.accounting.pricing import PICO_PER_USD, pico_per_token
 from tierline.catalog.load import Catalog
 from tierline.catalog.model import Deployment
-from tierline.config import DEFAULT_COST_WEIGHT, RoutingSettings
+from tierline.config import DEFAULT_MAX_LOSS, RoutingSettings
 from tierline.errors import ModelNotFound, NoDeploymentAvailable
 from tierline.routing.filters import Constraints, reject_reason
 from tierline.routing.stats import LiveStats
@@ -220,12 +220,13 @@ class Router:
                                 "cost_usd": round(cost[n], 8)} for n, v in q.items()}
         # the request's knob wins over the config's: a request asking for a quality target
         # gets one even where the config routes by cost_weight (and the reverse)
-        lam = controls.get("cost_weight")
-        target = controls.get("quality")
-        if lam is None and target is None:
-            lam, target = self.settings.cost_weight, self.settings.quality
-            if lam is None and target is None:
-                lam = DEFAULT_COST_WEIGHT
+        # (at most one of the three per request and per config: validated upstream)
+        lam, target, loss = (controls.get(k) for k in ("cost_weight", "quality", "max_loss"))
+        if lam is None and target is None and loss is None:
+            s = self.settings
+            lam, target, loss = s.cost_weight, s.quality, s.max_loss
+            if lam is None and target is None and loss is None:
+                loss = DEFAULT_MAX_LOSS
         known = [d for d in deps if q[d.name] is not None]
         unknown = sorted((d for d in deps if q[d.name] is None), key=lambda d: cost[d.name])
         # every ranking breaks ties on expected cost: deployments that share a profile share
@@ -242,7 +243,22 @@ class Router:
                                                   cost[d.name]))
             detail["cost_weight"] = lam
             return ranked + unknown, f"max q-{lam:g}*cost/max_cost"
-        assert target is not None  # one of the two knobs is always set
+        if loss is not None:
+            # within `loss` of the best predicted quality, the cheapest; then by quality
+            best_q = max((q[d.name] or 0.0 for d in known), default=0.0)
+            floor = best_q - float(loss)
+            near = sorted((d for d in known if (q[d.name] or 0.0) >= floor),
+                          key=lambda d: cost[d.name])
+            far = sorted((d for d in known if (q[d.name] or 0.0) < floor),
+                         key=lambda d: (-(q[d.name] or 0.0), cost[d.name]))
+            ranked = near + far + unknown
+            detail["max_loss"] = float(loss)
+            if not near:
+                return ranked, "no candidate has a prediction: cheapest first"
+            top = ranked[0]
+            return ranked, (f"q={q[top.name] or 0:.2f} within {float(loss):g} of best "
+                            f"{best_q:.2f}, cheapest of {len(near)}")
+        assert target is not None  # one of the three knobs is always set
         target = float(target)
         good = sorted((d for d in known if (q[d.name] or 0.0) >= target),
                       key=lambda d: cost[d.name])

@@ -42,14 +42,18 @@ def test_train_eval_json(synth_file: Path, tmp_path: Path,
                 "--strong-share", "0.3", "--weak", WEAK, "--knob", "quality"]) == 0
     t = float(capsys.readouterr().out)
     assert 0 < t < 1
+    assert run(["router", "calibrate", str(synth_file), "--router", str(out),
+                "--strong-share", "0.3", "--strong", STRONG, "--weak", WEAK]) == 0
+    assert 0 < float(capsys.readouterr().out) < 1  # max_loss, the default knob
     costs = f"{STRONG}=0.02,{WEAK}=0.001"
     assert run(["router", "calibrate", str(synth_file), "--router", str(out),
                 "--strong-share", "0.3", "--strong", STRONG, "--weak", WEAK,
-                "--costs", costs]) == 0
+                "--costs", costs, "--knob", "cost_weight"]) == 0
     lam = float(capsys.readouterr().out)
     assert 0 < lam < 1
     assert run(["router", "calibrate", str(synth_file), "--router", str(out),
-                "--strong-share", "0.3", "--strong", STRONG, "--weak", WEAK]) == 2
+                "--strong-share", "0.3", "--strong", STRONG, "--weak", WEAK,
+                "--knob", "cost_weight"]) == 2
     assert "no cost given" in capsys.readouterr().err
     added = tmp_path / "added.npz"
     assert run(["router", "add-model", "--router", str(out), "--data", str(synth_file),

@@ -106,9 +106,12 @@ def test_calibrate_cost_weight(synth_router_file: Path, synth_file: Path) -> Non
     """cost_weight values that hit a strong share / a cost per 1k, checked through the same
     chooser the gateway uses (costs relative to the dearest model)."""
     from tierline.routing.learned.calibrate import (
+        cost_per_1k_at_loss,
         cost_per_1k_at_weight,
         cost_weight_for_cost,
         cost_weight_for_strong_share,
+        max_loss_for_cost,
+        max_loss_for_strong_share,
     )
     from tierline.routing.learned.choose import choose
     from tierline.routing.learned.data import load_prompts
@@ -124,6 +127,13 @@ def test_calibrate_cost_weight(synth_router_file: Path, synth_file: Path) -> Non
     with pytest.raises(ValueError, match="must cost more"):
         cost_weight_for_strong_share(r, texts, WEAK, STRONG, costs, 0.3)
     assert cost_per_1k_at_weight(r, texts, costs, 2.0) == pytest.approx(1.0)  # all weak
+    for share in (0.2, 0.5):
+        d = max_loss_for_strong_share(r, texts, STRONG, WEAK, share)
+        got = np.mean([choose(r.predict(t), costs, max_loss=d)[0] == STRONG for t in texts])
+        assert abs(float(got) - share) <= 0.02
+    d = max_loss_for_cost(r, texts, costs, 8.0)
+    assert cost_per_1k_at_loss(r, texts, costs, d) <= 8.0
+    assert cost_per_1k_at_loss(r, texts, costs, max(0.0, d - 0.05)) > 8.0
     lam = cost_weight_for_cost(r, texts, costs, 8.0)
     assert cost_per_1k_at_weight(r, texts, costs, lam) <= 8.0
     assert cost_per_1k_at_weight(r, texts, costs, max(0.0, lam - 0.05)) > 8.0

@@ -157,6 +157,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             t = cal.threshold_for_strong_share(router, texts, args.weak, args.strong_share)
         else:
             t = cal.threshold_for_cost(router, texts, costs, args.cost_per_1k)
+    elif args.knob == "max_loss":
+        if args.strong_share is not None:
+            t = cal.max_loss_for_strong_share(router, texts, args.strong, args.weak,
+                                              args.strong_share)
+        else:
+            t = cal.max_loss_for_cost(router, texts, costs, args.cost_per_1k)
     elif args.strong_share is not None:
         t = cal.cost_weight_for_strong_share(router, texts, args.strong, args.weak, costs,
                                              args.strong_share)
@@ -230,8 +236,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--strong-share", type=float)
     g.add_argument("--cost-per-1k", type=float)
-    c.add_argument("--knob", choices=["cost_weight", "quality"], default="cost_weight",
-                   help="routing.cost_weight (the default knob) or routing.quality")
+    c.add_argument("--knob", choices=["max_loss", "quality", "cost_weight"],
+                   default="max_loss", help="which routing knob to calibrate (default: "
+                   "routing.max_loss, the gateway's default knob)")
     c.add_argument("--strong", default="gpt-4-1106-preview")
     c.add_argument("--weak", default="mixtral-8x7b-instruct-v0.1")
     c.add_argument(
