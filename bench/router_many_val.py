@@ -46,6 +46,19 @@ def _apply(p: np.ndarray, ab: tuple[float, float]) -> np.ndarray:
     return out
 
 
+def _sweep_loss(P: np.ndarray, C: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The gateway's default knob: per prompt the cheapest model predicted within d of the
+    best, for d in [0, 1]."""
+    costs, quals = [], []
+    r = np.arange(len(P))
+    for d in np.concatenate([np.linspace(0, 0.2, 101), np.linspace(0.21, 1.0, 80)]):
+        ok = P >= P.max(axis=1, keepdims=True) - d
+        pick = np.argmin(np.where(ok, C, np.inf), axis=1)
+        costs.append(float(C[r, pick].sum()))
+        quals.append(float(Q[r, pick].mean()))
+    return np.array(costs), np.array(quals)
+
+
 def main() -> None:
     tag = sys.argv[1] if len(sys.argv) > 1 else "many"
     data = Path(os.environ.get("TIERLINE_ROUTING_DATA") or default_data_dir())
@@ -77,13 +90,14 @@ def main() -> None:
     res: dict[str, dict[str, float]] = {}
 
     def score(name: str, P: np.ndarray) -> None:
-        rc, rq = _sweep(P, C, Q, float(C.mean()))
-        ok = rc <= sc[best] * (1 + 1e-9)
-        res[name] = {
-            "argmax_quality": float(Q[np.arange(len(P)), np.argmax(P, 1)].mean()),
-            "delta": float(rq[ok].max() - sq[best]) if ok.any() else float("nan"),
-            "aiq": M.aiq(rc, rq, c_min, c_max),
-        }
+        for knob, (rc, rq) in (("lam", _sweep(P, C, Q, float(C.mean()))),
+                               ("max_loss", _sweep_loss(P, C, Q))):
+            ok = rc <= sc[best] * (1 + 1e-9)
+            res[name if knob == "lam" else f"{name} [max_loss sweep]"] = {
+                "argmax_quality": float(Q[np.arange(len(P)), np.argmax(P, 1)].mean()),
+                "delta": float(rq[ok].max() - sq[best]) if ok.any() else float("nan"),
+                "aiq": M.aiq(rc, rq, c_min, c_max),
+            }
 
     def calibrated(P: np.ndarray) -> np.ndarray:
         out = P.copy()

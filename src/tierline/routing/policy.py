@@ -243,32 +243,29 @@ class Router:
                                                   cost[d.name]))
             detail["cost_weight"] = lam
             return ranked + unknown, f"max q-{lam:g}*cost/max_cost"
+        if not known:
+            return unknown, "no candidate has a prediction: cheapest first"
+        # quality: the cheapest reaching the target; max_loss: the cheapest within `loss` of
+        # the best prediction. Then the rest by predicted quality.
+        best_q = max(q[d.name] or 0.0 for d in known)
         if loss is not None:
-            # within `loss` of the best predicted quality, the cheapest; then by quality
-            best_q = max((q[d.name] or 0.0 for d in known), default=0.0)
             floor = best_q - float(loss)
-            near = sorted((d for d in known if (q[d.name] or 0.0) >= floor),
-                          key=lambda d: cost[d.name])
-            far = sorted((d for d in known if (q[d.name] or 0.0) < floor),
-                         key=lambda d: (-(q[d.name] or 0.0), cost[d.name]))
-            ranked = near + far + unknown
             detail["max_loss"] = float(loss)
-            if not near:
-                return ranked, "no candidate has a prediction: cheapest first"
-            top = ranked[0]
-            return ranked, (f"q={q[top.name] or 0:.2f} within {float(loss):g} of best "
-                            f"{best_q:.2f}, cheapest of {len(near)}")
-        assert target is not None  # one of the three knobs is always set
-        target = float(target)
-        good = sorted((d for d in known if (q[d.name] or 0.0) >= target),
+        else:
+            assert target is not None  # one of the three knobs is always set
+            floor = float(target)
+            detail["quality_target"] = floor
+        good = sorted((d for d in known if (q[d.name] or 0.0) >= floor),
                       key=lambda d: cost[d.name])
-        rest = sorted((d for d in known if (q[d.name] or 0.0) < target),
+        rest = sorted((d for d in known if (q[d.name] or 0.0) < floor),
                       key=lambda d: (-(q[d.name] or 0.0), cost[d.name]))
         ranked = good + rest + unknown
-        top = ranked[0]
-        if good:
-            why = f"q={q[top.name]:.2f}>={target:g}, cheapest of {len(good)} qualifying"
+        top_q = q[ranked[0].name] or 0.0
+        if loss is not None:
+            why = (f"q={top_q:.2f} within {float(loss):g} of best {best_q:.2f}, "
+                   f"cheapest of {len(good)}")
+        elif good:
+            why = f"q={top_q:.2f}>={floor:g}, cheapest of {len(good)} qualifying"
         else:
-            why = f"none reach q>={target:g}; best q={q[top.name] or 0:.2f}"
-        detail["quality_target"] = target
+            why = f"none reach q>={floor:g}; best q={top_q:.2f}"
         return ranked, why
