@@ -6,7 +6,7 @@
   goes to the cheapest model predicted within ``d`` of the best one; with two models the
   strong one iff its predicted gain exceeds ``d``; lowering ``d`` sends more traffic to
   expensive models.
-* ``cost_weight`` ( ``choose(pred, costs / max(costs), lam=l)``):
+* ``cost_weight`` (``choose(pred, costs / max(costs), lam=l)``):
   a prompt goes to the model maximising P(good) - l * cost / max_cost; with two models the
   strong one iff its predicted gain exceeds ``l * (1 - c_weak / c_strong)``; lowering ``l``
   sends more traffic to expensive models.
@@ -18,7 +18,7 @@ estimates) matches a target.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -55,15 +55,61 @@ def threshold_for_strong_share(
     return float((pw[k - 1] + pw[k]) / 2.0)
 
 
+def _per_1k(
+    router: LearnedRouter, texts: Sequence[str], costs: dict[str, float],
+    relative: bool = False, **knob: float,
+) -> float:
+    """Expected cost of 1,000 requests like ``texts`` under ``choose(**knob)`` (``costs`` per
+    request; ``relative``: choose sees them divided by the dearest, as the gateway's
+    cost_weight does)."""
+    seen = costs
+    if relative:
+        top = max(costs.values(), default=0.0) or 1.0
+        seen = {m: c / top for m, c in costs.items()}
+    total = sum(costs[choose(router.predict(t), seen, **knob)[0]] for t in texts)
+    return 1000.0 * total / max(len(texts), 1)
+
+
 def cost_per_1k(
     router: LearnedRouter, texts: Sequence[str], costs: dict[str, float], threshold: float
 ) -> float:
-    """Expected cost of 1,000 requests like ``texts`` at ``threshold`` (``costs`` per request)."""
-    total = 0.0
-    for t in texts:
-        m, _ = choose(router.predict(t), costs, quality=threshold)
-        total += costs[m]
-    return 1000.0 * total / max(len(texts), 1)
+    """Expected cost of 1,000 requests like ``texts`` at quality ``threshold``."""
+    return _per_1k(router, texts, costs, quality=threshold)
+
+
+def cost_per_1k_at_loss(
+    router: LearnedRouter, texts: Sequence[str], costs: dict[str, float], max_loss: float
+) -> float:
+    """Expected cost of 1,000 requests like ``texts`` at ``max_loss``."""
+    return _per_1k(router, texts, costs, max_loss=max_loss)
+
+
+def cost_per_1k_at_weight(
+    router: LearnedRouter, texts: Sequence[str], costs: dict[str, float], lam: float
+) -> float:
+    """Expected cost of 1,000 requests like ``texts`` at ``cost_weight = lam``."""
+    return _per_1k(router, texts, costs, relative=True, lam=lam)
+
+
+def _bisect(
+    cost_at: Callable[[float], float], lo: float, hi: float, target: float, iters: int
+) -> float:
+    """The knob value nearest ``lo`` (the dear end) whose cost stays <= ``target``, for a
+    cost that falls from ``lo`` towards ``hi`` (the cheap end); ``lo`` itself if affordable."""
+    if cost_at(lo) <= target:
+        return lo
+    for _ in range(iters):
+        mid = (lo + hi) / 2.0
+        if cost_at(mid) <= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _check(texts: Sequence[str]) -> None:
+    if not texts:
+        raise ValueError("no prompts to calibrate on")
 
 
 def threshold_for_cost(
@@ -74,31 +120,46 @@ def threshold_for_cost(
     iters: int = 30,
 ) -> float:
     """Largest threshold whose expected cost per 1k requests stays <= ``target_per_1k``."""
-    if not texts:
-        raise ValueError("no prompts to calibrate on")
-    lo, hi = 0.0, 1.0
-    if cost_per_1k(router, texts, costs, lo) > target_per_1k:
-        return lo
-    for _ in range(iters):
-        mid = (lo + hi) / 2.0
-        if cost_per_1k(router, texts, costs, mid) <= target_per_1k:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    _check(texts)
+    if cost_per_1k(router, texts, costs, 0.0) > target_per_1k:
+        return 0.0
+    return _bisect(lambda t: cost_per_1k(router, texts, costs, t), 1.0, 0.0,
+                   target_per_1k, iters)
 
 
-def _relative(costs: dict[str, float]) -> dict[str, float]:
-    top = max(costs.values(), default=0.0) or 1.0
-    return {m: c / top for m, c in costs.items()}
+def max_loss_for_cost(
+    router: LearnedRouter,
+    texts: Sequence[str],
+    costs: dict[str, float],
+    target_per_1k: float,
+    iters: int = 30,
+) -> float:
+    """Smallest ``max_loss`` whose expected cost per 1k requests stays <= the target (at 1
+    every candidate qualifies: the cheapest)."""
+    _check(texts)
+    return _bisect(lambda d: cost_per_1k_at_loss(router, texts, costs, d), 0.0, 1.0,
+                   target_per_1k, iters)
+
+
+def cost_weight_for_cost(
+    router: LearnedRouter,
+    texts: Sequence[str],
+    costs: dict[str, float],
+    target_per_1k: float,
+    iters: int = 30,
+) -> float:
+    """Smallest ``cost_weight`` whose expected cost per 1k requests stays <= the target (at
+    2 no predicted gain, at most 1, pays for the dearest model)."""
+    _check(texts)
+    return _bisect(lambda lam: cost_per_1k_at_weight(router, texts, costs, lam), 0.0, 2.0,
+                   target_per_1k, iters)
 
 
 def _gain_threshold(
     router: LearnedRouter, texts: Sequence[str], strong: str, weak: str, target_share: float
 ) -> float:
     """Predicted gain P(strong) - P(weak) above which ``target_share`` of prompts lie."""
-    if not texts:
-        raise ValueError("no prompts to calibrate on")
+    _check(texts)
     if not 0.0 <= target_share <= 1.0:
         raise ValueError("target share must be in [0, 1]")
     P = router.predict_many(texts)
@@ -136,64 +197,3 @@ def cost_weight_for_strong_share(
         raise ValueError(f"{strong} must cost more per request than {weak}")
     g = _gain_threshold(router, texts, strong, weak, target_share)
     return max(0.0, g / (1.0 - costs[weak] / costs[strong]))
-
-
-def cost_per_1k_at_loss(
-    router: LearnedRouter, texts: Sequence[str], costs: dict[str, float], max_loss: float
-) -> float:
-    """Expected cost of 1,000 requests like ``texts`` at ``max_loss``."""
-    total = sum(costs[choose(router.predict(t), costs, max_loss=max_loss)[0]] for t in texts)
-    return 1000.0 * total / max(len(texts), 1)
-
-
-def max_loss_for_cost(
-    router: LearnedRouter,
-    texts: Sequence[str],
-    costs: dict[str, float],
-    target_per_1k: float,
-    iters: int = 30,
-) -> float:
-    """Smallest ``max_loss`` whose expected cost per 1k requests stays <= the target."""
-    if not texts:
-        raise ValueError("no prompts to calibrate on")
-    lo, hi = 0.0, 1.0  # at 1 every candidate qualifies: the cheapest
-    if cost_per_1k_at_loss(router, texts, costs, lo) <= target_per_1k:
-        return lo
-    for _ in range(iters):
-        mid = (lo + hi) / 2.0
-        if cost_per_1k_at_loss(router, texts, costs, mid) <= target_per_1k:
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
-def cost_per_1k_at_weight(
-    router: LearnedRouter, texts: Sequence[str], costs: dict[str, float], lam: float
-) -> float:
-    """Expected cost of 1,000 requests like ``texts`` at ``cost_weight = lam``."""
-    rel = _relative(costs)
-    total = sum(costs[choose(router.predict(t), rel, lam=lam)[0]] for t in texts)
-    return 1000.0 * total / max(len(texts), 1)
-
-
-def cost_weight_for_cost(
-    router: LearnedRouter,
-    texts: Sequence[str],
-    costs: dict[str, float],
-    target_per_1k: float,
-    iters: int = 30,
-) -> float:
-    """Smallest ``cost_weight`` whose expected cost per 1k requests stays <= the target."""
-    if not texts:
-        raise ValueError("no prompts to calibrate on")
-    lo, hi = 0.0, 2.0  # at lam >= 1 no predicted gain (<= 1) pays for the dearest model
-    if cost_per_1k_at_weight(router, texts, costs, lo) <= target_per_1k:
-        return lo
-    for _ in range(iters):
-        mid = (lo + hi) / 2.0
-        if cost_per_1k_at_weight(router, texts, costs, mid) <= target_per_1k:
-            hi = mid
-        else:
-            lo = mid
-    return hi
