@@ -52,7 +52,7 @@ def _sweep_loss(P: np.ndarray, C: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray
     costs, quals = [], []
     r = np.arange(len(P))
     for d in np.concatenate([np.linspace(0, 0.2, 101), np.linspace(0.21, 1.0, 80)]):
-        ok = P >= P.max(axis=1, keepdims=True) - d
+        ok = P.max(axis=1, keepdims=True) - d <= P
         pick = np.argmin(np.where(ok, C, np.inf), axis=1)
         costs.append(float(C[r, pick].sum()))
         quals.append(float(Q[r, pick].mean()))

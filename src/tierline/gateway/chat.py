@@ -40,6 +40,7 @@ from tierline.gateway.validate import parse_chat_request
 from tierline.keys.auth import merge_constraints
 from tierline.keys.budget import Reservation
 from tierline.resilience.executor import Trace, aclose_quietly
+from tierline.routing.controls import with_defaults
 from tierline.routing.filters import Constraints, required_capabilities, window_of
 from tierline.types import ChatRequest, StreamChunk, Usage
 
@@ -125,6 +126,8 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         req = parse_chat_request(raw, headers, request_id=ctx.rid,
                                  max_tokens_limit=gw.config.server.max_output_tokens_limit)
         req.key_id = key.id if key is not None else None
+        if key is not None and key.routing:
+            req.controls = with_defaults(req.controls, key.routing)
         ctx.req = req
         constraints = constraints_for(gw, req)
         gw.keys.admit(key, req.model, constraints.prompt_tokens, req.max_output_tokens)

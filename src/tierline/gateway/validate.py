@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from tierline.errors import InvalidRequest
+from tierline.routing.controls import check_one_knob, coerce_control, parse_control_value
 from tierline.types import JSON, ChatRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -29,24 +30,6 @@ STANDARD = frozenset({
 # Widely supported extensions of OpenAI-compatible servers (vLLM, Together, Fireworks...).
 EXTENSIONS = frozenset({"top_k", "min_p", "repetition_penalty", "chat_template_kwargs"})
 
-CONTROL_KEYS = {
-    "quality": "a number between 0 and 1",
-    "max_cost_usd": "a number >= 0",
-    "region": "a region / jurisdiction string (e.g. 'eu')",
-    "zdr": "a boolean",
-    "no_training": "a boolean",
-    "open_weight": "a boolean",
-    "models": "a list of deployment names",
-    "sort": "one of 'price', 'latency', 'quality'",
-    "strategy": "one of 'learned', 'cheapest', 'fastest', 'weighted', 'ordered'",
-    "fallbacks": "a boolean",
-    "cost_weight": "a number >= 0",
-    "max_loss": "a number between 0 and 1",
-}
-#: the learned strategy's knobs: a request sends at most one
-KNOBS = ("max_loss", "quality", "cost_weight")
-SORTS = {"price": "cheapest", "latency": "fastest", "quality": "quality"}
-STRATEGIES = frozenset({"learned", "cheapest", "fastest", "weighted", "ordered"})
 HEADER_PREFIX = "x-tierline-"
 
 
@@ -159,62 +142,19 @@ def _check_optional(body: JSON, max_tokens_limit: int) -> int | None:
     return mct if mct is not None else mt
 
 
-def _coerce_control(key: str, value: Any, param: str) -> Any:
-    if key not in CONTROL_KEYS:
-        raise _bad(f"unknown tierline control {key!r}; known: {sorted(CONTROL_KEYS)}", param,
-                   "unknown_parameter")
-    want = CONTROL_KEYS[key]
-    ok = True
-    if key in ("quality", "max_loss"):
-        ok = _is_num(value) and 0 <= value <= 1
-    elif key in ("max_cost_usd", "cost_weight"):
-        ok = _is_num(value) and value >= 0
-    elif key in ("zdr", "no_training", "open_weight", "fallbacks"):
-        ok = isinstance(value, bool)
-    elif key == "region":
-        ok = isinstance(value, str) and 0 < len(value) <= 32
-    elif key == "models":
-        ok = isinstance(value, list) and bool(value) and all(isinstance(m, str) for m in value)
-    elif key == "sort":
-        ok = value in SORTS
-    elif key == "strategy":
-        ok = value in STRATEGIES
-    if not ok:
-        raise _bad(f"tierline control {key!r} must be {want}, got {value!r}", param)
-    return value
-
-
-def _parse_header_value(key: str, raw: str) -> Any:
-    if key in ("quality", "max_cost_usd", "cost_weight", "max_loss"):
-        try:
-            return float(raw)
-        except ValueError:
-            return raw
-    if key in ("zdr", "no_training", "open_weight", "fallbacks"):
-        low = raw.strip().lower()
-        return {"true": True, "1": True, "yes": True, "false": False, "0": False,
-                "no": False}.get(low, raw)
-    if key == "models":
-        return [m.strip() for m in raw.split(",") if m.strip()]
-    return raw.strip()
-
-
 def parse_controls(ext: Any, headers: Mapping[str, str]) -> JSON:
     """Merge the body's `tierline` object with `x-tierline-*` headers (body wins)."""
     controls: JSON = {}
     for h, raw in headers.items():
         if h.startswith(HEADER_PREFIX) and h not in ("x-tierline-key",):
             key = h[len(HEADER_PREFIX):].replace("-", "_")
-            controls[key] = _coerce_control(key, _parse_header_value(key, raw), h)
+            controls[key] = coerce_control(key, parse_control_value(key, raw), h)
     if ext is not None:
         if not isinstance(ext, dict):
             raise _bad("'tierline' must be an object", "tierline", "invalid_type")
         for k, v in ext.items():
-            controls[k] = _coerce_control(str(k), v, f"tierline.{k}")
-    knobs = [k for k in KNOBS if k in controls]
-    if len(knobs) > 1:
-        raise _bad(f"send one of the tierline controls {', '.join(KNOBS)}, not "
-                   f"{' and '.join(knobs)}", f"tierline.{knobs[1]}")
+            controls[k] = coerce_control(str(k), v, f"tierline.{k}")
+    check_one_knob(controls, "tierline.")
     return controls
 
 

@@ -14,6 +14,7 @@ import orjson
 from tierline.config import load_config
 from tierline.errors import InvalidRequest
 from tierline.keys.store import PERIODS, KeyRecord, KeyStore
+from tierline.routing.controls import parse_control_value
 
 
 def register(sub: Any) -> None:
@@ -36,6 +37,9 @@ def register(sub: Any) -> None:
     c.add_argument("--open-weight", action="store_true")
     c.add_argument("--allow-providers", default=None, help="comma-separated")
     c.add_argument("--deny-providers", default=None, help="comma-separated")
+    c.add_argument("--routing", action="append", default=[], metavar="CONTROL=VALUE",
+                   help="a routing default for the key's requests, e.g. max_loss=0.2 or "
+                        "sort=price (repeatable; a request's own controls win)")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=cmd_create)
 
@@ -70,6 +74,14 @@ def _spec(args: argparse.Namespace) -> dict[str, Any]:
     for f in ("zdr", "no_training", "open_weight"):
         if getattr(args, f):
             spec[f] = True
+    if args.routing:
+        routing: dict[str, Any] = {}
+        for item in args.routing:
+            k, sep, v = item.partition("=")
+            if not sep:
+                raise InvalidRequest(f"expected CONTROL=VALUE, got {item!r}", param="routing")
+            routing[k.strip()] = parse_control_value(k.strip(), v)
+        spec["routing"] = routing
     return spec
 
 
@@ -120,7 +132,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.created))
         state = "revoked" if r.revoked else "active"
         models = ",".join(r.models) or "all models"
-        print(f"{r.id}  {r.name:<20} {state:<8} {created}Z  {models}  {_limits(r)}")
+        routing = " ".join(f"{k}={v}" for k, v in r.routing.items())
+        print(f"{r.id}  {r.name:<20} {state:<8} {created}Z  {models}  {_limits(r)}"
+              + (f"  routing: {routing}" if routing else ""))
     return 0
 
 

@@ -16,14 +16,15 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import orjson
 
 from tierline.errors import InvalidRequest
+from tierline.routing.controls import KEY_DEFAULTS, check_one_knob, coerce_control
 
 Period = Literal["day", "month", "total"]
 PERIODS: tuple[Period, ...] = ("day", "month", "total")
@@ -61,19 +62,24 @@ class KeyRecord:
     period: Period = "month"
     rpm: int | None = None
     tpm: int | None = None
+    # routing defaults (controls of tierline.routing.controls.KEY_DEFAULTS, e.g. max_loss,
+    # sort); a request's own controls win
+    routing: Mapping[str, Any] = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
         """JSON-able view for the admin API and the CLI."""
         d = asdict(self)
         d["models"] = list(self.models)
         d["deny_providers"] = list(self.deny_providers)
+        d["routing"] = dict(self.routing)
         if self.allow_providers is not None:
             d["allow_providers"] = list(self.allow_providers)
         return d
 
 
 SPEC_FIELDS = ("models", "region", "zdr", "no_training", "open_weight", "allow_providers",
-               "deny_providers", "max_cost_usd", "budget_usd", "period", "rpm", "tpm")
+               "deny_providers", "max_cost_usd", "budget_usd", "period", "rpm", "tpm",
+               "routing")
 
 
 def _names(field: str, v: Any) -> tuple[str, ...]:
@@ -108,6 +114,20 @@ def _usd(field: str, v: Any, *, allow_zero: bool) -> float | None:
     return float(v)
 
 
+def _routing(v: Any) -> dict[str, Any]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise InvalidRequest("routing must be an object of routing controls", param="routing")
+    for k, x in v.items():
+        if k not in KEY_DEFAULTS:
+            raise InvalidRequest(f"routing.{k}: a key's routing defaults are "
+                                 f"{', '.join(KEY_DEFAULTS)}", param=f"routing.{k}")
+        coerce_control(k, x, f"routing.{k}")
+    check_one_knob(v, "routing.")
+    return dict(v)
+
+
 def normalize_spec(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate the settable fields of a key; 400 naming the first bad field."""
     out: dict[str, Any] = {}
@@ -130,6 +150,8 @@ def normalize_spec(raw: dict[str, Any]) -> dict[str, Any]:
             out[k] = _usd(k, v, allow_zero=True)
         elif k == "max_cost_usd":
             out[k] = _usd(k, v, allow_zero=False)
+        elif k == "routing":
+            out[k] = _routing(v)
         elif k == "period":
             if v not in PERIODS:
                 raise InvalidRequest("period must be one of day, month, total", param=k)
@@ -161,7 +183,8 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
         else None,
         deny_providers=tuple(s.get("deny_providers") or ()),
         max_cost_usd=s.get("max_cost_usd"), budget_usd=s.get("budget_usd"),
-        period=cast(Period, s.get("period") or "month"), rpm=s.get("rpm"), tpm=s.get("tpm"))
+        period=cast(Period, s.get("period") or "month"), rpm=s.get("rpm"), tpm=s.get("tpm"),
+        routing=s.get("routing") or {})
 
 
 def _spec_json(r: KeyRecord) -> bytes:
