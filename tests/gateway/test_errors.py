@@ -68,6 +68,17 @@ async def test_bad_control_header(client: httpx.AsyncClient) -> None:
     assert_error(r, 400, "x-tierline-zdr")
 
 
+@pytest.mark.parametrize(("header", "value"), [
+    ("x-tierline-cost-weight", "inf"), ("x-tierline-max-loss", "nan"),
+    ("x-tierline-max-cost-usd", "Infinity"), ("x-tierline-max-loss", "1.5"),
+])
+async def test_non_finite_or_out_of_range_knob_header(client: httpx.AsyncClient, header: str,
+                                                      value: str) -> None:
+    r = await client.post("/chat/completions", json={"model": "a/strong", "messages": MSG},
+                          headers={header: value})
+    assert_error(r, 400, header)
+
+
 async def test_unknown_model_404(client: httpx.AsyncClient) -> None:
     err = assert_error(await client.post("/chat/completions", json={
         "model": "gpt-17", "messages": MSG}), 404, "model")

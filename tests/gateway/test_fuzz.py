@@ -88,7 +88,8 @@ def test_fuzz_json_bodies(fuzz_client: httpx.Client, body: dict[str, Any]) -> No
 
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(raw=st.binary(max_size=300),
-       header=st.sampled_from(["x-tierline-quality", "x-tierline-zdr", "x-tierline-models",
+       header=st.sampled_from(["x-tierline-quality", "x-tierline-max-loss",
+                               "x-tierline-cost-weight", "x-tierline-zdr", "x-tierline-models",
                                "x-tierline-region", "x-tierline-bogus", "x-other"]),
        value=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126),
                      max_size=12).map(str.strip))

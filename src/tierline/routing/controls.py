@@ -7,6 +7,7 @@ knobs (:data:`KNOBS`) are exclusive: one per request, and a request's knob repla
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +36,7 @@ STRATEGIES = frozenset({"learned", "cheapest", "fastest", "weighted", "ordered"}
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def coerce_control(key: str, value: Any, param: str) -> Any:
