@@ -83,3 +83,6 @@ def test_one_routing_knob_at_a_time(tmp_path: Path) -> None:
         load_config(p)
     assert "routing" in e.value.message and "not quality and cost_weight" in e.value.message
     assert load_config(write(tmp_path, "routing:\n  quality: 0.8\n")).routing.cost_weight is None
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "routing:\n  cost_weight: .inf\n"))
+    assert "routing.cost_weight" in e.value.message and "finite" in e.value.message

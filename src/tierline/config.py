@@ -64,7 +64,7 @@ class RoutingSettings(_Strict):
     quality: float | None = Field(None, ge=0.0, le=1.0)
     # cost_weight: maximise P(good) - λ·cost/max_cost (cost relative to the dearest candidate,
     # so λ is unit-free: with two models, strong iff P_s - P_w > λ·(1 - c_w/c_s))
-    cost_weight: float | None = Field(None, ge=0.0)
+    cost_weight: float | None = Field(None, ge=0.0, allow_inf_nan=False)
     router_file: str | None = None  # default: the router shipped in the package
     auto: list[str] | None = None  # deployments `auto` may use (default: all available)
     groups: dict[str, list[str]] = Field(default_factory=dict)  # name -> deployments
