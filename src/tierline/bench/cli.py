@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
     r = bs.add_parser("run", help="run a workload against one or more targets")
     r.add_argument("workload", help="JSONL workload file")
     r.add_argument("--target", action="append", required=True,
-                   help="model / tier / policy on the in-process gateway (auto?quality=0.9) "
+                   help="model / tier / policy on the in-process gateway (auto?max_loss=0.05) "
                    "or URL#MODEL; repeatable")
     r.add_argument("--out", required=True, help="run directory")
     r.add_argument("--config", help="gateway config for in-process targets")

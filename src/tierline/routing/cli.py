@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
     p.add_argument("--model", default="auto", help="requested model / tier / group (auto)")
     p.add_argument("--config", default=None)
     p.add_argument("--control", action="append", default=[], metavar="KEY=VALUE",
-                   help="a tierline control, e.g. quality=0.9, region=eu, zdr=true")
+                   help="a tierline control, e.g. max_loss=0.05, region=eu, zdr=true")
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--explain", action="store_true", help="print the full decision")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
