@@ -119,3 +119,42 @@ async def test_replicate_via_openai_client(ngw: GatewayThread,
     text = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
     assert text == "abc"
     await client.close()
+
+
+_USER = {"role": "user", "content": "x"}
+_TOOLS = [{"type": "function", "function": {"name": "f"}}]
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"messages": [_USER, {"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": "f"}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "r"}]},
+     "messages[1].tool_calls[0]"),
+    ({"messages": [_USER, {"role": "assistant", "tool_calls": 5}]}, "messages[1].tool_calls"),
+    ({"messages": [_USER, {"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]}]},
+     "messages[1].tool_calls[0].function.arguments"),
+    ({"messages": [_USER, {"role": "tool", "tool_call_id": 7, "content": "r"}]},
+     "messages[1].tool_call_id"),
+    ({"tools": _TOOLS, "tool_choice": {"type": "function", "function": "f"}},
+     "tool_choice.function"),
+    ({"tools": _TOOLS, "tool_choice": "sometimes"}, "tool_choice"),
+    ({"response_format": {"type": "json_schema", "json_schema": "x"}},
+     "response_format.json_schema"),
+    ({"response_format": {"type": "json_schema", "json_schema": [1]}, "stream": True},
+     "response_format.json_schema"),
+])
+@pytest.mark.parametrize("model", ["anthropic/claude", "replicate/llama"])
+async def test_malformed_tool_and_format_shapes_are_named_400s(
+        ngw: GatewayThread, model: str, extra: dict[str, object], param: str) -> None:
+    """Shapes the adapters rely on are checked once, before any adapter sees them (these
+    were 500s from the Anthropic adapter and from the validator itself)."""
+    import httpx
+
+    body = {"model": model, "messages": [_USER], **extra}
+    async with httpx.AsyncClient(base_url=ngw.base_url) as c:
+        r = await c.post("/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param
+    assert err["type"] == "invalid_request_error"

@@ -76,10 +76,13 @@ def _check_messages(msgs: Any) -> None:
         role = m.get("role")
         if role not in ROLES:
             raise _bad(f"'{p}.role' must be one of {sorted(ROLES)}, got {role!r}", f"{p}.role")
+        _check_tool_calls(m.get("tool_calls"), p)
+        tid = m.get("tool_call_id")
+        if tid is not None and not isinstance(tid, str):
+            raise _bad(f"'{p}.tool_call_id' must be a string", f"{p}.tool_call_id",
+                       "invalid_type")
         c = m.get("content")
         if c is None:
-            if role == "assistant" and (m.get("tool_calls") or m.get("function_call")):
-                continue
             if role == "assistant":
                 continue
             raise _bad(f"'{p}.content' is required", f"{p}.content",
@@ -92,6 +95,60 @@ def _check_messages(msgs: Any) -> None:
         elif not isinstance(c, str):
             raise _bad(f"'{p}.content' must be a string or an array of parts",
                        f"{p}.content", "invalid_type")
+
+
+def _check_tool_calls(tcs: Any, p: str) -> None:
+    """An assistant message's ``tool_calls``: an array of function calls, as OpenAI sends."""
+    if tcs is None:
+        return
+    if not isinstance(tcs, list):
+        raise _bad(f"'{p}.tool_calls' must be an array", f"{p}.tool_calls", "invalid_type")
+    for k, tc in enumerate(tcs):
+        q = f"{p}.tool_calls[{k}]"
+        fn = tc.get("function") if isinstance(tc, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _bad(f"'{q}' must be {{'id': ..., 'type': 'function', 'function': "
+                       "{'name': ..., 'arguments': ...}}", q, "invalid_type")
+        if fn.get("arguments") is not None and not isinstance(fn["arguments"], str):
+            raise _bad(f"'{q}.function.arguments' must be a string (JSON-encoded)",
+                       f"{q}.function.arguments", "invalid_type")
+        if tc.get("id") is not None and not isinstance(tc["id"], str):
+            raise _bad(f"'{q}.id' must be a string", f"{q}.id", "invalid_type")
+
+
+def _check_tool_choice(tc: Any) -> None:
+    if tc is None:
+        return
+    if isinstance(tc, str):
+        if tc not in ("none", "auto", "required"):
+            raise _bad(f"'tool_choice' must be 'none', 'auto', 'required' or an object, got "
+                       f"{tc!r}", "tool_choice")
+        return
+    if not isinstance(tc, dict) or not isinstance(tc.get("type"), str):
+        raise _bad("'tool_choice' must be a string or an object with a 'type'", "tool_choice",
+                   "invalid_type")
+    if tc["type"] == "function":
+        fn = tc.get("function")
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _bad("'tool_choice.function' must be an object with a 'name'",
+                       "tool_choice.function", "invalid_type")
+
+
+def _check_response_format(rf: Any) -> None:
+    if rf is None:
+        return
+    if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema"):
+        raise _bad("'response_format.type' must be 'text', 'json_object' or 'json_schema'",
+                   "response_format.type")
+    if rf["type"] != "json_schema":
+        return
+    js = rf.get("json_schema")
+    if not isinstance(js, dict):
+        raise _bad("'response_format.json_schema' must be an object with a 'name' and a "
+                   "'schema'", "response_format.json_schema", "invalid_type")
+    if not isinstance(js.get("schema", {}), dict):
+        raise _bad("'response_format.json_schema.schema' must be an object",
+                   "response_format.json_schema.schema", "invalid_type")
 
 
 def _check_optional(body: JSON, max_tokens_limit: int) -> int | None:
@@ -123,19 +180,8 @@ def _check_optional(body: JSON, max_tokens_limit: int) -> int | None:
                     not isinstance(t["function"].get("name"), str):
                 raise _bad(f"'tools[{i}]' must be {{'type': 'function', 'function': "
                            "{'name': ...}}", f"tools[{i}]")
-    tc = body.get("tool_choice")
-    if tc is not None and not isinstance(tc, str | dict):
-        raise _bad("'tool_choice' must be a string or an object", "tool_choice", "invalid_type")
-    rf = body.get("response_format")
-    if rf is not None:
-        if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object",
-                                                              "json_schema"):
-            raise _bad("'response_format.type' must be 'text', 'json_object' or 'json_schema'",
-                       "response_format.type")
-        if rf["type"] == "json_schema" and not isinstance(
-                (rf.get("json_schema") or {}).get("schema", {}), dict):
-            raise _bad("'response_format.json_schema.schema' must be an object",
-                       "response_format.json_schema.schema")
+    _check_tool_choice(body.get("tool_choice"))
+    _check_response_format(body.get("response_format"))
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise _bad("'user' must be a string", "user", "invalid_type")
