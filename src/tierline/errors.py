@@ -22,12 +22,43 @@ whether trying another deployment (or the same one later) can help.
         │   └── ContentPolicyError     400, fails over only where configured
         └── UpstreamOverloaded       429 the embedded model's queue is full
 
-Messages never contain API keys or prompt text.
+Messages never contain API keys or prompt text: tierline's own messages are written without
+them, and every UpstreamError's message - which may quote the upstream's own error text - is
+passed through `redact_secrets` (an upstream can echo the key it was sent, e.g. OpenAI's
+"Incorrect API key provided: sk-...").
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+#: what an API key looks like: the vendors' key prefixes, bearer tokens, "key: value" echoes,
+#: and long random alphanumeric runs (hex / base62 keys of Together, Mistral, Baseten, ...)
+_SECRET_RE = re.compile(
+    r"(?:\b(?:sk|pk|rk|csk|xai|r8|gsk|fw|tgp|nvapi|hf|key)[-_][A-Za-z0-9][A-Za-z0-9_\-]{5,}"
+    r"|\bAIza[A-Za-z0-9_\-]{16,}"
+    r"|(?i:bearer)\s+[^\s\"',;]+"
+    r"|(?i:(?:api[ _-]?key|token|secret)(?: provided)?\s*[:=]\s*)[^\s\"',;]{4,}"
+    r"|\b(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{32,}\b)"
+)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with anything that looks like a credential replaced by ``[redacted]``."""
+    return _SECRET_RE.sub(_mask, text)
+
+
+def _mask(m: re.Match[str]) -> str:
+    t = m.group(0)
+    # keep a "key provided:" / "Bearer" lead-in readable, mask the value
+    for sep in (":", "="):
+        if sep in t and not t.lower().startswith(("sk", "key")):
+            head, _, _ = t.partition(sep)
+            return f"{head}{sep} [redacted]"
+    if t.lower().startswith("bearer"):
+        return "Bearer [redacted]"
+    return "[redacted]"
 
 
 class TierlineError(Exception):
@@ -139,7 +170,7 @@ class UpstreamError(TierlineError):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message, param=param, code=code, headers=headers)
+        super().__init__(redact_secrets(message), param=param, code=code, headers=headers)
         self.deployment = deployment
         self.retry_after = retry_after
         self.upstream_status = upstream_status

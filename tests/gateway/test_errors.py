@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from tests.mocks.openai_server import MockOpenAI
+from tierline.gateway.server import GatewayThread
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -175,3 +176,30 @@ async def test_per_deployment_timeouts(client: httpx.AsyncClient,
         r = await client.post("/chat/completions", json={"model": "a/strong", "messages": MSG,
                                                          "stream": stream})
         assert r.status_code == 200
+
+
+SECRET = "sk-proj-SECRETkey0123456789"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_upstream_echo_of_a_key_is_redacted(
+        gateway: GatewayThread, client: httpx.AsyncClient,
+        fresh_mocks: tuple[MockOpenAI, MockOpenAI], stream: bool) -> None:
+    """An upstream may quote the key it was sent (OpenAI: "Incorrect API key provided: ...");
+    neither the client nor the request log may see it - as a status error or inside a 200
+    stream."""
+    from tests.gateway.test_accounting import wait_rows
+
+    a, _ = fresh_mocks
+    if stream:
+        a.script(stream_error="error_object", chunks=3,
+                 error_message=f"auth failed for Bearer {SECRET}")
+    else:
+        a.script(status=401, error_message=f"Incorrect API key provided: {SECRET}.")
+    r = await client.post("/chat/completions", json={
+        "model": "a/strong", "messages": MSG, "stream": stream})
+    assert SECRET not in r.text and "SECRETkey" not in r.text
+    assert "[redacted]" in r.text
+    rid = r.headers["x-request-id"]
+    rows = await wait_rows(gateway.app.config.request_log_path(), {rid})
+    assert "SECRETkey" not in repr(tuple(rows[rid]))

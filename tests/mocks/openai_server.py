@@ -182,8 +182,9 @@ class MockOpenAI(MockServer[OpenAIScript]):
             elif s.stream_error == "finish_reason":
                 await sse_send(resp, chunk({}, "error"))
             else:
-                await sse_send(resp, {"error": {"message": "Upstream provider failed",
-                                                "code": 502}})
+                msg = s.error_message if s.error_message != "error" else \
+                    "Upstream provider failed"
+                await sse_send(resp, {"error": {"message": msg, "code": 502}})
             await sse_send(resp, b"[DONE]")
             await resp.write_eof()
             return resp
