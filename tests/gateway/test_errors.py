@@ -139,6 +139,31 @@ async def test_stream_error_before_first_byte_fails_over(
     assert lines[-1] == "data: [DONE]"
 
 
+@pytest.mark.parametrize("script", [
+    {"stream_error": "error_object", "error_after": 0},
+    {"stream_error": "finish_reason", "error_after": 0},
+    {"malformed_chunk": True, "error_after": 0},
+])
+async def test_stream_failing_after_its_role_chunk_fails_over(
+        client: httpx.AsyncClient, fresh_mocks: tuple[MockOpenAI, MockOpenAI],
+        script: dict[str, object]) -> None:
+    """OpenAI-style streams open with a role-only chunk; an upstream that fails right after
+    it has sent the client nothing, so the request still fails over."""
+    a, b = fresh_mocks
+    a.script(**script)
+    b.script(text="from b", chunks=2)
+    async with client.stream("POST", "/chat/completions", json={
+            "model": "pair", "messages": MSG, "stream": True,
+            "tierline": {"strategy": "ordered"}}) as r:
+        assert r.status_code == 200
+        assert r.headers["x-tierline-model"] == "b/fast"
+        lines = [ln async for ln in r.aiter_lines() if ln.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    assert not any('"error"' in ln for ln in lines)
+    assert "".join(lines).count('"role"') == 1  # a's role chunk never reached the client
+    assert len(a.requests) == 1 and len(b.requests) == 1
+
+
 async def test_error_inside_200_stream_becomes_error_event(
         client: httpx.AsyncClient, fresh_mocks: tuple[MockOpenAI, MockOpenAI]) -> None:
     a, _ = fresh_mocks

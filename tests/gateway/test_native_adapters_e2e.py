@@ -103,6 +103,26 @@ async def test_anthropic_overloaded_is_retryable_502_then_error_shape(
     await client.close()
 
 
+async def test_anthropic_overloaded_after_message_start_fails_over(
+        ngw: GatewayThread, natives: tuple[MockAnthropic, MockReplicate]) -> None:
+    """Anthropic's documented overload pattern: `message_start`, then an `error` event.
+    Nothing has reached the client yet, so the stream fails over."""
+    a, r = natives
+    a.script(stream_error=("overloaded_error", "Overloaded"), error_after=1)
+    r.script(output=["from", " replicate"])
+    import httpx
+
+    async with httpx.AsyncClient(base_url=ngw.base_url, timeout=30) as c, c.stream(
+            "POST", "/chat/completions", json={
+                "model": "anthropic/claude,replicate/llama", "stream": True,
+                "messages": [{"role": "user", "content": "hi"}],
+                "tierline": {"strategy": "ordered"}}) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["x-tierline-model"] == "replicate/llama"
+        body = "".join([ln async for ln in resp.aiter_lines()])
+    assert '"error"' not in body and "from" in body
+
+
 async def test_replicate_via_openai_client(ngw: GatewayThread,
                                            natives: tuple[MockAnthropic, MockReplicate]) -> None:
     _, r = natives

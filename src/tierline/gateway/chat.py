@@ -241,7 +241,7 @@ async def _stream(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deploymen
 
 async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
                 send: Send, text: list[str]) -> None:
-    dep, first, rest, t_first = await gw.executor.open_stream(req, chain, ctx.trace)
+    dep, head, rest, t_first = await gw.executor.open_stream(req, chain, ctx.trace)
     ctx.dep = dep
     ctx.ttft = t_first - ctx.t0
     h = _base_headers(ctx)
@@ -251,7 +251,8 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
     await send({"type": "http.response.start", "status": 200,
                 "headers": SSE_HEADERS + encode_headers(h)})
     usage: Usage | None = None
-    chunk: StreamChunk | None = first
+    held = len(head)  # chunks read before committing: all in hand, written together
+    chunk: StreamChunk | None = head[0]
     out: list[bytes] = []  # events to write together (chunks that arrived in one read)
     waiting_first_token = True
     try:
@@ -263,7 +264,8 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
                 text.append(delta)
                 data = chunk.raw if chunk.raw is not None else orjson.dumps(chunk.data)
                 out.append(b"data: " + data + b"\n\n")
-                if not chunk.more or (delta and waiting_first_token):
+                more = chunk.more or held > 1
+                if not more or (delta and waiting_first_token):
                     await send({"type": "http.response.body", "body": b"".join(out),
                                 "more_body": True})
                     out.clear()
@@ -271,9 +273,14 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
                         # the first token is out: let the other streams' first tokens go
                         # before this one's rest (a read can carry the whole answer)
                         waiting_first_token = False
-                        if chunk.more:
+                        if more:
                             await asyncio.sleep(0)
-            chunk = await anext(rest, None)
+            if held > 1:
+                held -= 1
+                chunk = head[len(head) - held]
+            else:
+                held = 0
+                chunk = await anext(rest, None)
     except UpstreamError as e:
         # too late to fail over: tell the client inside the stream, log the partial usage
         gw.breakers.failure(dep.name)
@@ -299,9 +306,10 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
         u["cost_usd"] = usd(cost_pico(ctx.usage, dep.price) + ctx.trace.extra_pico)
         if ctx.usage.estimated:
             u["estimated"] = True
-        final: dict[str, Any] = {"id": first.data.get("id"), "object": "chat.completion.chunk",
-                 "created": first.data.get("created"), "model": first.data.get("model"),
-                 "choices": [], "usage": u}
+        first = head[0].data
+        final: dict[str, Any] = {"id": first.get("id"), "object": "chat.completion.chunk",
+                                 "created": first.get("created"), "model": first.get("model"),
+                                 "choices": [], "usage": u}
         tail = sse_event(orjson.dumps(final))
     await send({"type": "http.response.body", "body": b"".join(out) + tail + SSE_DONE,
                 "more_body": False})

@@ -2,9 +2,10 @@
 (honouring retry-after), fail-over on retryable errors, context-length errors and (if
 configured) content-policy refusals, circuit breakers updated on every attempt.
 
-Streams fail over only until the first chunk arrived: `open_stream` returns the deployment,
-the first chunk and the rest of the iterator, so the gateway commits to a deployment only
-once it has something to send.
+Streams fail over only until the first chunk that carries something (text, a tool call, a
+finish reason, usage) arrived: `open_stream` returns the deployment, the chunks up to that
+one and the rest of the iterator, so the gateway commits to a deployment only once it has
+something to send.
 """
 
 from __future__ import annotations
@@ -108,10 +109,11 @@ class Executor:
         return await self._hedged(req, chain, trace, self._complete, lose)
 
     async def open_stream(self, req: ChatRequest, chain: list[Deployment], trace: Trace
-                          ) -> tuple[Deployment, StreamChunk, AsyncIterator[StreamChunk], float]:
-        """Like `complete`, the race being for the first chunk."""
-        async def lose(result: tuple[Deployment, StreamChunk, AsyncIterator[StreamChunk],
-                                     float]) -> None:
+                          ) -> tuple[Deployment, list[StreamChunk], AsyncIterator[StreamChunk],
+                                     float]:
+        """Like `complete`, the race being for the first chunk that carries something."""
+        async def lose(result: tuple[Deployment, list[StreamChunk],
+                                     AsyncIterator[StreamChunk], float]) -> None:
             dep = result[0]
             await aclose_quietly(result[2])
             trace.extra_pico += _prompt_estimate(req, dep)
@@ -199,23 +201,32 @@ class Executor:
         return await self._down_chain(chain, trace, attempt)
 
     async def _open_stream(self, req: ChatRequest, chain: list[Deployment], trace: Trace
-                           ) -> tuple[Deployment, StreamChunk, AsyncIterator[StreamChunk],
-                                      float]:
-        """Returns (deployment, first chunk, the rest, monotonic time of the first chunk).
-        The stream's success is recorded by its consumer, at its end."""
-        async def attempt(dep: Deployment) -> tuple[Deployment, StreamChunk,
+                           ) -> tuple[Deployment, list[StreamChunk],
+                                      AsyncIterator[StreamChunk], float]:
+        """Returns (deployment, the chunks up to the first one that carries something, the
+        rest, monotonic time of that chunk). Chunks that carry nothing (the role-only chunk
+        every OpenAI-style stream opens with, Anthropic's `message_start`) are held back,
+        so a stream that fails before its first token still fails over: nothing has reached
+        the client. The stream's success is recorded by its consumer, at its end."""
+        async def attempt(dep: Deployment) -> tuple[Deployment, list[StreamChunk],
                                                      AsyncIterator[StreamChunk], float]:
             it = self.providers[dep.provider].stream(req, dep)
+            head: list[StreamChunk] = []
             try:
-                first = await anext(it)
+                while True:
+                    chunk = await anext(it)
+                    head.append(chunk)
+                    if carries_something(chunk):
+                        break
             except StopAsyncIteration:
                 await aclose_quietly(it)
-                raise UpstreamError(f"upstream {dep.name!r} sent an empty stream",
-                                    deployment=dep.name) from None
+                if not head:
+                    raise UpstreamError(f"upstream {dep.name!r} sent an empty stream",
+                                        deployment=dep.name) from None
             except BaseException:
                 await aclose_quietly(it)
                 raise
-            return dep, first, it, time.monotonic()
+            return dep, head, it, time.monotonic()
         return await self._down_chain(chain, trace, attempt)
 
     def _record_failure(self, dep: Deployment, e: UpstreamError) -> None:
@@ -232,6 +243,22 @@ class Executor:
         err = NoDeploymentAvailable(
             f"all {len(chain)} deployments failed; last: {last.message}")
         return err
+
+
+def carries_something(chunk: StreamChunk) -> bool:
+    """Does this chunk tell the client anything (text, a tool call, a refusal, a finish
+    reason, usage)? A role-only delta does not."""
+    if chunk.usage is not None:
+        return True
+    for c in chunk.data.get("choices") or ():
+        if not isinstance(c, dict):
+            return True
+        if c.get("finish_reason") is not None:
+            return True
+        d = c.get("delta")
+        if isinstance(d, dict) and any(v for k, v in d.items() if k != "role"):
+            return True
+    return False
 
 
 def _prompt_estimate(req: ChatRequest, dep: Deployment) -> int:
