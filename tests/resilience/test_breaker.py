@@ -74,3 +74,25 @@ def test_trip_never_shortens_a_cool_down() -> None:
     assert b.state("d") == "open"
     b.trip("x", 90.0)  # already over
     assert b.state("x") == "closed"
+
+
+def test_probe_without_verdict_gives_the_slot_back() -> None:
+    """A half-open probe that ends with neither success nor failure (the upstream rejected
+    the request on its merits, the client left) must not lock the deployment out."""
+    clock = Clock()
+    b = Breakers(failures=1, window=10, cooldown=5, clock=clock)
+    b.failure("d")
+    clock.t += 5
+    assert "d" not in b.unhealthy()
+    b.before_call("d")  # the probe goes out
+    assert "d" in b.unhealthy()
+    b.release("d")  # ...and ends without a verdict
+    assert "d" not in b.unhealthy()
+    b.before_call("d")  # a lost probe (no release at all) expires after one cool-down
+    clock.t += 4.9
+    assert "d" in b.unhealthy()
+    clock.t += 0.2
+    assert "d" not in b.unhealthy()
+    b.before_call("d")
+    b.success("d")
+    assert b.state("d") == "closed"

@@ -145,6 +145,26 @@ async def test_circuit_opens_cools_down_and_comes_back(
     assert health["small-a"] == "closed"
 
 
+async def test_probe_rejected_on_its_merits_does_not_lock_the_deployment_out(
+        gw3: GatewayThread, c3: httpx.AsyncClient, m3: Mocks) -> None:
+    """The half-open probe gets a 400 (the request's fault, no verdict on health): the next
+    request probes again instead of finding the deployment excluded until restart."""
+    a, _b, _ = m3
+    for _ in range(4):
+        a.script(status=503, error_message="down")
+    for _ in range(2):
+        await chat(c3)
+    a.reset()
+    await asyncio.sleep(0.6)
+    a.script(status=400, error_message="bad request")
+    r = await chat(c3, "small-a")  # the probe, rejected on its merits
+    assert r.status_code == 400
+    r = await chat(c3, "small-a")
+    assert r.status_code == 200 and r.headers["x-tierline-model"] == "small-a"
+    health = {d["name"]: d["health"] for d in (await c3.get("/deployments")).json()["data"]}
+    assert health["small-a"] == "closed"
+
+
 async def test_client_disconnect_cancels_the_upstream_stream(
         gw3: GatewayThread, c3: httpx.AsyncClient, m3: Mocks) -> None:
     a, _, _ = m3

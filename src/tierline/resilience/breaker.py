@@ -1,5 +1,8 @@
 """Per-deployment circuit breakers: after N failures within a window a deployment cools
 down (routing filters it out), then one half-open probe decides whether it comes back.
+A probe that ends without a verdict (the upstream rejected the request on its merits, the
+client went away, the call was cancelled) gives the slot back - `release`, or at the latest
+when its lease of one cool-down period runs out - so a deployment is never locked out.
 
 Worker processes share their verdicts: `on_open` / `on_close` report a breaker that opens
 or recovers (the gateway writes them to the shared ledger), and `trip` applies a cool-down
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 class Breaker:
     failures: deque[float] = field(default_factory=deque)
     open_until: float = 0.0
-    probing: bool = False
+    probing: float = 0.0  # when the half-open probe in flight started (0: none)
 
 
 class Breakers:
@@ -46,12 +49,23 @@ class Breakers:
         """Deployments routing must skip now (open, or half-open with a probe in flight)."""
         now = self.clock()
         return frozenset(n for n, b in self._by.items()
-                         if b.open_until and (now < b.open_until or b.probing))
+                         if b.open_until and (now < b.open_until or self._probing(b, now)))
+
+    def _probing(self, b: Breaker, now: float) -> bool:
+        return b.probing != 0.0 and now - b.probing < self.cooldown
 
     def before_call(self, name: str) -> None:
         b = self._by.get(name)
-        if b is not None and b.open_until and self.clock() >= b.open_until:
-            b.probing = True
+        if b is not None and b.open_until:
+            now = self.clock()
+            if now >= b.open_until and not self._probing(b, now):
+                b.probing = now
+
+    def release(self, name: str) -> None:
+        """The call ended without saying anything about the deployment's health."""
+        b = self._by.get(name)
+        if b is not None:
+            b.probing = 0.0
 
     def success(self, name: str) -> None:
         b = self._by.get(name)
@@ -59,7 +73,7 @@ class Breakers:
             was_open = b.open_until != 0.0
             b.failures.clear()
             b.open_until = 0.0
-            b.probing = False
+            b.probing = 0.0
             if was_open and self.on_close is not None:
                 self.on_close(name)
 
@@ -68,7 +82,7 @@ class Breakers:
         b = self._get(name)
         if until > self.clock() and until > b.open_until:
             b.open_until = until
-            b.probing = False
+            b.probing = 0.0
             b.failures.clear()
 
     def _open(self, b: Breaker, name: str, now: float) -> None:
@@ -80,7 +94,7 @@ class Breakers:
         b = self._get(name)
         now = self.clock()
         if b.probing:  # the half-open probe failed: cool down again
-            b.probing = False
+            b.probing = 0.0
             self._open(b, name, now)
             return
         b.failures.append(now)

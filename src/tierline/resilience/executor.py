@@ -233,6 +233,8 @@ class Executor:
         # a request the upstream rejected on its merits says nothing about its health
         if e.retryable or not isinstance(e, UpstreamStatusError):
             self.breakers.failure(dep.name)
+        else:
+            self.breakers.release(dep.name)
 
     @staticmethod
     def _exhausted(chain: list[Deployment], last: UpstreamError | None) -> Exception:
