@@ -79,3 +79,23 @@ async def test_keys_end_to_end(gw: tuple[GatewayThread, MockOpenAI]) -> None:
         assert r.status_code == 200
         r = await c.post("/v1/chat/completions", json=chat, headers=auth)
         assert r.status_code == 401 and secret not in r.text
+
+
+async def test_tpm_counts_the_output_a_request_really_used(
+        gw: tuple[GatewayThread, MockOpenAI]) -> None:
+    """Requests without max_tokens: the window is trued up to the upstream's usage, so a
+    key's TPM holds even when the client never says how long the answer may be."""
+    g, b = gw
+    root = g.base_url.removesuffix("/v1")
+    async with httpx.AsyncClient(base_url=root, timeout=60) as c:
+        r = await c.post("/admin/keys", json={"name": "tpm", "tpm": 1000},
+                         headers={"authorization": f"Bearer {MASTER}"})
+        auth = {"authorization": f"Bearer {r.json()['key']}"}
+        b.script(prompt_tokens=10, completion_tokens=1500)
+        r = await c.post("/v1/chat/completions", headers=auth,
+                         json={"model": "b/fast", "messages": MSG})
+        assert r.status_code == 200, r.text
+        r = await c.post("/v1/chat/completions", headers=auth,
+                         json={"model": "b/fast", "messages": MSG})
+        assert r.status_code == 429, r.text
+        assert "tokens per minute" in r.json()["error"]["message"]

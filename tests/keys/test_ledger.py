@@ -210,3 +210,20 @@ def test_shared_limits_rpm_tpm_and_window(tmp_path: Path) -> None:
     a.forget("k_tpm")
     b.admit(tk, 100)
     a.admit(KeyRecord(id="free", name="f"), 10**9)  # no limits: never touches the ledger
+
+
+def test_shared_tpm_is_trued_up_across_workers(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    now = [1000.0]
+    a = SharedLimits(Ledger(path), clock=lambda: now[0])
+    b = SharedLimits(Ledger(path), clock=lambda: now[0])
+    key = KeyRecord(id="k_up", name="u", tpm=1000)
+    adm = a.admit(key, 10)
+    a.settle(adm, 960)  # one worker's long answer...
+    with pytest.raises(RateLimited, match="tokens per minute reached"):
+        b.admit(key, 50)  # ...counts in the other worker's window
+    b.settle(b.admit(key, 40), 0)
+    b.admit(key, 40)
+    now[0] = 1061.0  # the row expired: settling it later changes nothing
+    a.settle(adm, 5000)
+    b.admit(key, 1000)

@@ -76,3 +76,24 @@ def test_keys_are_independent_and_unlimited_keys_skip() -> None:
         lim.admit(free, 10**6)
     lim.forget("a")
     lim.admit(a, 0)
+
+
+def test_tpm_is_trued_up_to_the_tokens_really_used() -> None:
+    """Admission can only count prompt + max_tokens; at the end the window holds what the
+    request used - more (no max_tokens given) or less."""
+    now = [0.0]
+    lim = Limits(clock=lambda: now[0])
+    key = KeyRecord(id="key_u", name="u", tpm=1000)
+    a = lim.admit(key, 10)  # prompt only: no max_tokens
+    lim.settle(a, 10 + 950)  # ...and the answer was long
+    with pytest.raises(RateLimited):
+        lim.admit(key, 50)
+    b = lim.admit(key, 30)
+    lim.settle(b, 5)  # used less than reserved: the rest is free again
+    lim.admit(key, 35)
+    now[0] = 59.0
+    late = lim.admit(KeyRecord(id="key_v", name="v", tpm=100), 10)
+    now[0] = 130.0  # settled after its admission left the window: changes nothing
+    lim.settle(late, 1000)
+    lim.admit(KeyRecord(id="key_v", name="v", tpm=100), 100)
+    lim.settle(None, 10)

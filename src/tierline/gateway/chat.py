@@ -39,6 +39,7 @@ from tierline.gateway.asgi import (
 from tierline.gateway.validate import parse_chat_request
 from tierline.keys.auth import merge_constraints
 from tierline.keys.budget import Reservation
+from tierline.keys.limits import Admission
 from tierline.resilience.executor import Trace, aclose_quietly
 from tierline.routing.controls import with_defaults
 from tierline.routing.filters import Constraints, required_capabilities, window_of
@@ -67,6 +68,7 @@ class Ctx:
     trace: Trace = field(default_factory=Trace)
     answer: str | None = None
     reservation: Reservation | None = None
+    admission: Admission | None = None
 
 
 class RequestIds:
@@ -130,7 +132,8 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
             req.controls = with_defaults(req.controls, key.routing)
         ctx.req = req
         constraints = constraints_for(gw, req)
-        gw.keys.admit(key, req.model, constraints.prompt_tokens, req.max_output_tokens)
+        ctx.admission = gw.keys.admit(key, req.model, constraints.prompt_tokens,
+                                      req.max_output_tokens)
         merge_constraints(constraints, gw.keys.constraints(key))
         decision = gw.router.route(req.model, req.controls, constraints,
                                    req.routing_text)
@@ -322,6 +325,7 @@ def finish(gw: Gateway, ctx: Ctx) -> None:
     dep = ctx.dep
     cost = (cost_pico(ctx.usage, dep.price) if dep is not None else 0) + ctx.trace.extra_pico
     gw.keys.settle(ctx.reservation, cost)
+    gw.keys.settle_tokens(ctx.admission, ctx.usage.prompt_tokens + ctx.usage.completion_tokens)
     model = dep.name if dep is not None else ""
     provider = dep.provider if dep is not None else ""
     req = ctx.req

@@ -18,7 +18,7 @@ from tierline.config import Config
 from tierline.errors import AuthenticationError, InvalidRequest, PermissionDenied
 from tierline.keys.budget import Budgets, Reservation, request_log_spend
 from tierline.keys.ledger import Ledger, SharedBudgets, SharedLimits
-from tierline.keys.limits import Limits
+from tierline.keys.limits import Admission, Limits
 from tierline.keys.store import KEY_PREFIX, KeyRecord, KeyStore
 from tierline.routing.filters import Constraints
 
@@ -136,15 +136,20 @@ class KeyAuth:
         return deps == [model] and model in allowed
 
     def admit(self, key: KeyRecord | None, model: str, prompt_tokens: int,
-              max_output_tokens: int | None) -> None:
-        """Permission (403) and RPM / TPM (429) for one request."""
+              max_output_tokens: int | None) -> Admission | None:
+        """Permission (403) and RPM / TPM (429) for one request; `settle_tokens` trues the
+        TPM window up to the tokens the request really used."""
         if key is None:
-            return
+            return None
         if not self.may_use(key, model):
             raise PermissionDenied(
                 f"this API key may not use model {model!r}; allowed: "
                 f"{', '.join(key.models)}", param="model")
-        self.limits.admit(key, prompt_tokens + (max_output_tokens or 0))
+        return self.limits.admit(key, prompt_tokens + (max_output_tokens or 0))
+
+    def settle_tokens(self, admission: Admission | None, used: int) -> None:
+        if admission is not None:
+            self.limits.settle(admission, used)
 
     def constraints(self, key: KeyRecord | None) -> dict[str, Any]:
         """The key's routing constraints, named as the fields of `Constraints`."""

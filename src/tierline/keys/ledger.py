@@ -33,7 +33,7 @@ from pathlib import Path
 
 from tierline.config import Config
 from tierline.keys.budget import Reservation, SpendSource, budget_pico, period_start, refusal
-from tierline.keys.limits import WINDOW, rpm_refusal, tpm_refusal, tpm_too_big
+from tierline.keys.limits import WINDOW, Admission, rpm_refusal, tpm_refusal, tpm_too_big
 from tierline.keys.store import KeyRecord
 
 _SCHEMA = """
@@ -249,9 +249,9 @@ class SharedLimits:
         self._ledger = ledger
         self._clock = clock
 
-    def admit(self, key: KeyRecord, tokens: int) -> None:
+    def admit(self, key: KeyRecord, tokens: int) -> Admission | None:
         if key.rpm is None and key.tpm is None:
-            return
+            return None
         tokens = max(0, int(tokens))
         with self._ledger.transaction() as c:
             now = self._clock()
@@ -265,10 +265,26 @@ class SharedLimits:
                 raise tpm_too_big(key, tokens)
             if key.tpm is not None and used + tokens > key.tpm:
                 raise tpm_refusal(key, self._tpm_wait(c, key, used + tokens - key.tpm, now))
-            c.execute("INSERT INTO limit_events (key_id, ts, tokens) VALUES (?, ?, ?)",
-                      (key.id, now, tokens))
+            cur = c.execute("INSERT INTO limit_events (key_id, ts, tokens) VALUES (?, ?, ?)",
+                            (key.id, now, tokens))
             c.execute("UPDATE limit_totals SET n = n + 1, tokens = tokens + ? WHERE key_id = ?",
                       (tokens, key.id))
+            return Admission(key.id, now, tokens, cur.lastrowid or 0)
+
+    def settle(self, a: Admission | None, used: int) -> None:
+        """True the admission up to the tokens the request really used (if it is still in
+        the window: an expired row is gone, with the tokens it had)."""
+        if a is None or not a.row:
+            return
+        used = max(0, int(used))
+        if used == a.tokens:
+            return
+        with self._ledger.transaction() as c:
+            if c.execute("UPDATE limit_events SET tokens = ? WHERE rowid = ? AND key_id = ?",
+                         (used, a.row, a.key_id)).rowcount:
+                c.execute("UPDATE limit_totals SET tokens = tokens + ? WHERE key_id = ?",
+                          (used - a.tokens, a.key_id))
+                a.tokens = used
 
     @staticmethod
     def _window(c: sqlite3.Connection, key_id: str, now: float) -> tuple[int, int]:
