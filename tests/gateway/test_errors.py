@@ -112,6 +112,8 @@ async def test_upstream_429_fails_over(client: httpx.AsyncClient,
 @pytest.mark.parametrize(("script", "status"), [
     ({"status": 500, "error_message": "boom"}, 502),
     ({"status": 429, "error_message": "slow"}, 429),
+    ({"status": 429, "error_message": "slow", "headers": {"retry-after": "inf"}}, 429),
+    ({"status": 429, "error_message": "slow", "headers": {"retry-after": "1e999"}}, 429),
     ({"status": 400, "error_message": "bad thing"}, 400),
     ({"raw": b"{nope"}, 502),
     ({"latency": 2.0}, 504),
