@@ -80,6 +80,18 @@ async def test_a_keys_routing_defaults_apply_and_yield_to_the_request(
         # a key's sort default
         cheap = await key({"routing": {"sort": "price"}})
         assert (await ask(cheap, "prove it")).headers["x-tierline-model"] == "weak"
+        # ... which yields to the request's own strategy or knob (a key's sort used to
+        # override them)
+        r = await ask(cheap, "prove it", strategy="ordered")
+        assert r.headers["x-tierline-route"].startswith("ordered: strong")
+        r = await c.post("/v1/chat/completions", headers={**cheap, "x-tierline-strategy":
+                                                          "ordered"}, json={
+            "model": "auto", "messages": [{"role": "user", "content": "prove it"}]})
+        assert r.headers["x-tierline-route"].startswith("ordered: strong")
+        best = await key({"routing": {"sort": "quality"}})
+        r = await ask(best, "prove it", max_loss=0.6)
+        assert "within 0.6" in r.headers["x-tierline-route"]
+        assert r.headers["x-tierline-model"] == "weak"
         # invalid defaults: clear 400s naming the field
         for spec, param in (({"max_loss": 2}, "routing.max_loss"),
                             ({"region": "eu"}, "routing.region"),

@@ -118,6 +118,14 @@ async def test_quality_knob_body_and_header(client: httpx.AsyncClient) -> None:
     assert r.headers["x-tierline-model"] == "strong"
     r = await ask(client, "prove it", tierline={"quality": 0.3})
     assert r.headers["x-tierline-model"] == "weak-eu"
+    # the body wins over a header, also when they name different knobs (was a 400)
+    r = await ask(client, "easy one", headers={"x-tierline-max-loss": "0.5"},
+                  tierline={"quality": 0.9})
+    assert r.status_code == 200 and r.headers["x-tierline-model"] == "strong"
+    r = await ask(client, "easy one", headers={"x-tierline-max-loss": "0.5",
+                                                "x-tierline-quality": "0.9"})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "x-tierline-quality"
 
 
 async def test_cost_weight(client: httpx.AsyncClient) -> None:

@@ -13,7 +13,12 @@ from typing import Any
 import orjson
 
 from tierline.errors import InvalidRequest
-from tierline.routing.controls import check_one_knob, coerce_control, parse_control_value
+from tierline.routing.controls import (
+    check_one_knob,
+    coerce_control,
+    parse_control_value,
+    with_defaults,
+)
 from tierline.types import JSON, ChatRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -189,19 +194,22 @@ def _check_optional(body: JSON, max_tokens_limit: int) -> int | None:
 
 
 def parse_controls(ext: Any, headers: Mapping[str, str]) -> JSON:
-    """Merge the body's `tierline` object with `x-tierline-*` headers (body wins)."""
-    controls: JSON = {}
+    """Merge the body's `tierline` object with `x-tierline-*` headers: the body wins, with
+    the same rule as over a key's defaults (a body that names a knob or a ranking replaces
+    the headers' one)."""
+    from_headers: JSON = {}
     for h, raw in headers.items():
         if h.startswith(HEADER_PREFIX) and h not in ("x-tierline-key",):
             key = h[len(HEADER_PREFIX):].replace("-", "_")
-            controls[key] = coerce_control(key, parse_control_value(key, raw), h)
-    if ext is not None:
-        if not isinstance(ext, dict):
-            raise _bad("'tierline' must be an object", "tierline", "invalid_type")
-        for k, v in ext.items():
-            controls[k] = coerce_control(str(k), v, f"tierline.{k}")
+            from_headers[key] = coerce_control(key, parse_control_value(key, raw), h)
+    check_one_knob(from_headers, HEADER_PREFIX)
+    if ext is None:
+        return from_headers
+    if not isinstance(ext, dict):
+        raise _bad("'tierline' must be an object", "tierline", "invalid_type")
+    controls = {str(k): coerce_control(str(k), v, f"tierline.{k}") for k, v in ext.items()}
     check_one_knob(controls, "tierline.")
-    return controls
+    return with_defaults(controls, from_headers)
 
 
 def parse_chat_request(raw: bytes, headers: Mapping[str, str], *, max_tokens_limit: int,

@@ -85,17 +85,25 @@ def check_one_knob(controls: Mapping[str, Any], prefix: str) -> None:
     """400 when ``controls`` set more than one of :data:`KNOBS`."""
     knobs = [k for k in KNOBS if k in controls]
     if len(knobs) > 1:
+        name = knobs[1].replace("_", "-") if prefix.startswith("x-") else knobs[1]
         raise InvalidRequest(f"send one of the tierline controls {', '.join(KNOBS)}, not "
-                             f"{' and '.join(knobs)}", param=f"{prefix}{knobs[1]}",
+                             f"{' and '.join(knobs)}", param=f"{prefix}{name}",
                              code="invalid_value")
 
 
 def with_defaults(controls: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """A request's controls over its key's defaults; a request that names any knob replaces
-    the key's knob rather than adding a second one."""
+    """A request's controls over its key's defaults (or its headers'), where the ranking
+    controls replace rather than mix: a request that names a knob replaces the key's knob
+    and its `sort` (which would override the knob), and a request that names `strategy`
+    or `sort` replaces the key's `strategy` and `sort` - a request's `strategy: ordered` is
+    not overridden by its key's `sort: price`, nor its `max_loss` by `sort: quality`."""
     if not defaults:
         return controls
-    knob_set = any(k in controls for k in KNOBS)
-    merged = {k: v for k, v in defaults.items() if not (knob_set and k in KNOBS)}
+    drop: set[str] = set()
+    if any(k in controls for k in KNOBS):
+        drop.update(KNOBS, ("sort",))
+    if "strategy" in controls or "sort" in controls:
+        drop.update(("strategy", "sort"))
+    merged = {k: v for k, v in defaults.items() if k not in drop}
     merged.update(controls)
     return merged
