@@ -229,3 +229,36 @@ async def test_fallbacks_off_and_chain_in_log(gw: GatewayThread, client: httpx.A
     assert detail["scores"]["weak-eu"]["quality"] == 0.85
     assert detail["attempts"][0]["deployment"] == "weak-eu"
     assert set(detail["candidates"]) == {"strong", "weak-eu", "mid"}
+
+
+async def test_fastest_ranks_a_failing_deployment_last(ms: Mocks, tmp_path: Path) -> None:
+    """A deployment that only fails is never measured by a success; its failures count as
+    first tokens at its first-token timeout, so `fastest` stops trying it first (it used
+    to stay "unmeasured, explore first" forever, costing every request a failed attempt)."""
+    ms[0].reset()
+    ms[1].reset()
+    for _ in range(20):
+        ms[0].script(status=503, error_message="down")
+    raw = {
+        "server": {"request_log": str(tmp_path / "f.sqlite3")},
+        "catalog": {"builtin": False},
+        "providers": {"p0": {"base_url": ms[0].url + "/v1", "requires_key": False,
+                             "first_token_timeout": 5},
+                      "p1": {"base_url": ms[1].url + "/v1", "requires_key": False}},
+        "deployments": [{"name": "flaky", "provider": "p0", "model": "a"},
+                        {"name": "steady", "provider": "p1", "model": "b"}],
+        "routing": {"strategy": "fastest"},
+        "resilience": {"retries": 0, "breaker_failures": 1000},
+    }
+    with GatewayThread(app=create_app(parse_config(raw, "fast"))) as g:
+        async with httpx.AsyncClient(base_url=g.base_url, timeout=30) as c:
+            routes = []
+            for _ in range(4):
+                r = await ask(c, "x", model="flaky,steady")
+                assert r.status_code == 200 and r.headers["x-tierline-model"] == "steady"
+                routes.append(r.headers["x-tierline-route"])
+            stats = {d["name"]: d for d in (await c.get("/deployments")).json()["data"]}
+    assert len(ms[0].requests) == 1, routes  # tried once, then ranked behind steady
+    assert routes[-1].startswith("fastest: steady")
+    assert stats["flaky"]["ttft_ewma_s"] == 5.0
+    ms[0].reset()

@@ -40,7 +40,7 @@ from tierline.gateway.validate import parse_chat_request
 from tierline.keys.auth import merge_constraints
 from tierline.keys.budget import Reservation
 from tierline.keys.limits import Admission
-from tierline.resilience.executor import Trace, aclose_quietly
+from tierline.resilience.executor import Attempt, Trace, aclose_quietly
 from tierline.routing.controls import with_defaults
 from tierline.routing.filters import Constraints, required_capabilities, window_of
 from tierline.types import ChatRequest, StreamChunk, Usage
@@ -318,6 +318,12 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
                 "more_body": False})
 
 
+def _health_failure(a: Attempt) -> bool:
+    """Did this attempt fail for the deployment's sake (not the request's: a 4xx on its
+    merits says nothing about its speed)?"""
+    return a.status is None or a.status >= 500 or a.status in (408, 429)
+
+
 def finish(gw: Gateway, ctx: Ctx) -> None:
     """Account for one request: exactly one request-log row, metrics, live stats."""
     now = time.monotonic()
@@ -337,9 +343,15 @@ def finish(gw: Gateway, ctx: Ctx) -> None:
         m.errors.inc((model, provider, "client" if ctx.status < 500 and ctx.status != 429
                       else "upstream"))
     for a in ctx.trace.attempts:
-        if a.error is not None and a.deployment != model:
-            d = gw.router.catalog.deployments.get(a.deployment)
+        if a.error is None:
+            continue
+        d = gw.router.catalog.deployments.get(a.deployment)
+        if a.deployment != model:
             m.errors.inc((a.deployment, d.provider if d else "", a.error_type or "error"))
+        if d is not None and _health_failure(a):
+            spec = gw.router.catalog.providers[d.provider]
+            gw.router.stats.observe_failure(
+                d.name, penalty_s=d.first_token_timeout or spec.first_token_timeout)
     if dep is not None:
         m.latency.observe(labels, latency)
         if ctx.ttft is not None:

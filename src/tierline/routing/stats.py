@@ -68,6 +68,14 @@ class LiveStats:
         if output_tokens > 1 and gen > 0:
             s.tokens_per_s.add(output_tokens / gen)
 
+    def observe_failure(self, name: str, *, penalty_s: float) -> None:
+        """A failed attempt (timeout, 5xx, refused): it counts as a first token that came
+        only at ``penalty_s`` (the deployment's first-token timeout), so `fastest` ranks a
+        failing deployment behind the ones that answer instead of exploring it forever."""
+        s = self.get(name)
+        s.latency_s.add(penalty_s)
+        s.ttft_s.add(penalty_s)
+
     # -- readers: own EWMA, combined with the peers' when there are any ---------------------
     def ttft(self, name: str) -> float | None:
         s = self._by.get(name)
