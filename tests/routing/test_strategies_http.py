@@ -262,3 +262,31 @@ async def test_fastest_ranks_a_failing_deployment_last(ms: Mocks, tmp_path: Path
     assert routes[-1].startswith("fastest: steady")
     assert stats["flaky"]["ttft_ewma_s"] == 5.0
     ms[0].reset()
+
+
+async def test_stream_requests_skip_deployments_without_streaming(ms: Mocks,
+                                                                   tmp_path: Path) -> None:
+    ms[0].reset()
+    ms[1].reset()
+    raw = {
+        "server": {"request_log": str(tmp_path / "s.sqlite3")},
+        "catalog": {"builtin": False},
+        "providers": {"p0": {"base_url": ms[0].url + "/v1", "requires_key": False},
+                      "p1": {"base_url": ms[1].url + "/v1", "requires_key": False}},
+        "deployments": [
+            {"name": "batch-only", "provider": "p0", "model": "a", "capabilities": ["tools"],
+             "price": {"input": 0.1, "output": 0.1}},
+            {"name": "streamer", "provider": "p1", "model": "b",
+             "price": {"input": 1, "output": 1}}],
+        "routing": {"strategy": "cheapest"},
+    }
+    with GatewayThread(app=create_app(parse_config(raw, "st"))) as g:
+        async with httpx.AsyncClient(base_url=g.base_url, timeout=30) as c:
+            r = await ask(c, "x", model="batch-only,streamer")
+            assert r.headers["x-tierline-model"] == "batch-only"
+            r = await ask(c, "x", model="batch-only,streamer", stream=True)
+            assert r.status_code == 200 and r.headers["x-tierline-model"] == "streamer"
+            assert "1 filtered" in r.headers["x-tierline-route"]
+            r = await ask(c, "x", model="batch-only", stream=True)
+            assert r.status_code == 503
+            assert "batch-only: lacks capability streaming" in r.json()["error"]["message"]

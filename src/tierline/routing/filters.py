@@ -32,6 +32,8 @@ class Constraints:
 
 def required_capabilities(body: JSON) -> frozenset[str]:
     needs: set[str] = set()
+    if body.get("stream") is True:
+        needs.add("streaming")
     if body.get("tools") or body.get("functions"):
         needs.add("tools")
     rf = body.get("response_format")
