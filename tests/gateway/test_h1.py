@@ -226,6 +226,7 @@ def test_protocol_errors_get_openai_shaped_json_and_a_close(
         s.sendall(raw)
         got, headers, body = read_response(s, bytearray())
         assert got == status and headers["connection"] == "close"
+        assert headers["x-request-id"].startswith("req_")
         err = orjson.loads(body)["error"]
         assert err["code"] == code and set(err) == {"message", "type", "param", "code"}
         assert closed(s)
@@ -243,8 +244,9 @@ def test_an_upgrade_request_is_answered_as_plain_http_then_closed(srv: Running) 
 def test_an_app_crash_is_a_bare_500(srv: Running) -> None:
     with srv.connect() as s:
         s.sendall(post("/boom", b"{}"))
-        status, _, body = read_response(s, bytearray())
+        status, headers, body = read_response(s, bytearray())
     assert status == 500 and b"secret" not in body
+    assert headers["x-request-id"].startswith("req_")
     assert orjson.loads(body)["error"]["code"] == "internal_error"
 
 
@@ -343,3 +345,101 @@ def test_a_long_response_is_not_cut_by_the_idle_sweeper() -> None:
         s.sendall(post("/slow", b"x"))  # the app works 0.3 s > keep_alive_timeout
         status, _, body = read_response(s, bytearray())
     assert status == 200 and orjson.loads(body)["body"] == "x"
+
+
+def read_until_closed(s: socket.socket) -> bytes:
+    s.settimeout(5)
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    return out
+
+
+@pytest.mark.parametrize("first", [
+    b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+    post("/slow", b"first"),  # still in flight when the garbage is parsed
+])
+def test_a_malformed_pipelined_request_is_answered_after_the_valid_one(
+        srv: Running, first: bytes) -> None:
+    with srv.connect() as s:
+        s.sendall(first + b"GARBAGE\r\n\r\n")
+        buf = bytearray()
+        status, headers, _ = read_response(s, buf)
+        assert status == 200 and "connection" not in headers
+        status, headers, body = read_response(s, buf)
+        assert status == 400 and headers["connection"] == "close"
+        assert headers["x-request-id"].startswith("req_")
+        assert orjson.loads(body)["error"]["code"] == "invalid_http"
+        assert not buf and closed(s)
+
+
+def test_a_body_longer_than_its_content_length(srv: Running) -> None:
+    # the extra bytes are parsed as a next request, which is malformed
+    with srv.connect() as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 6\r\n\r\n"
+                  b'{"a": 1, "b": 2}')
+        buf = bytearray()
+        status, _, body = read_response(s, buf)
+        assert status == 200 and orjson.loads(body)["body"] == '{"a": '
+        status, headers, body = read_response(s, buf)
+        assert status == 400 and headers["connection"] == "close"
+        assert orjson.loads(body)["error"]["code"] == "invalid_http"
+        assert not buf and closed(s)
+
+
+def test_errors_after_a_pipelined_request_are_answered_in_order(srv: Running) -> None:
+    with srv.connect() as s:
+        s.sendall(post("/slow", b"1") + post("/echo", b"2") + b"GET /" + b"a" * 9000)
+        buf = bytearray()
+        assert orjson.loads(read_response(s, buf)[2])["body"] == "1"
+        assert orjson.loads(read_response(s, buf)[2])["body"] == "2"
+        status, headers, _ = read_response(s, buf)
+        assert status == 414 and headers["connection"] == "close"
+        assert not buf and closed(s)
+
+
+def test_a_malformed_chunked_body_gets_a_400(srv: Running) -> None:
+    with srv.connect() as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                  b"5\r\nhello\r\nzz\r\n")
+        status, headers, body = read_response(s, bytearray())
+        assert status == 400 and headers["connection"] == "close"
+        assert orjson.loads(body)["error"]["code"] == "invalid_http"
+        assert closed(s)
+
+
+def test_a_malformed_chunked_body_of_a_queued_request(srv: Running) -> None:
+    with srv.connect() as s:
+        s.sendall(post("/slow", b"1") + b"POST /echo HTTP/1.1\r\nhost: x\r\n"
+                  b"transfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
+        buf = bytearray()
+        assert orjson.loads(read_response(s, buf)[2])["body"] == "1"
+        status, headers, _ = read_response(s, buf)
+        assert status == 400 and headers["connection"] == "close"
+        assert not buf and closed(s)
+    assert srv.app.finished == ["/slow"]
+
+
+@pytest.mark.parametrize("keep_alive", [b"", b"connection: keep-alive\r\n"])
+def test_a_stream_to_an_http_1_0_client_is_unframed_then_closed(
+        srv: Running, keep_alive: bytes) -> None:
+    with srv.connect() as s:
+        s.sendall(b"POST /stream HTTP/1.0\r\ncontent-length: 2\r\n%s\r\n{}" % keep_alive)
+        raw = read_until_closed(s)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().lower().split("\r\n")
+    assert lines[0] == "http/1.1 200 ok"
+    assert "connection: close" in lines
+    assert not any(h.startswith(("transfer-encoding", "content-length")) for h in lines)
+    assert body == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+
+
+def test_protocol_error_ids_come_from_the_app_when_it_makes_them() -> None:
+    class IdApp(EchoApp):
+        def new_request_id(self) -> str:
+            return "req_from_the_app"
+
+    with Running(IdApp()) as r, r.connect() as s:
+        s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        _, headers, _ = read_response(s, bytearray())
+    assert headers["x-request-id"] == "req_from_the_app"

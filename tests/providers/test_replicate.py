@@ -114,6 +114,9 @@ async def test_version_model_id(provider: ReplicateProvider, mock: MockReplicate
      "messages[0].content[0].type"),
     ({"messages": [{"role": "tool", "tool_call_id": "c", "content": "x"}]}, "messages[0].role"),
     ({"messages": [{"role": "system", "content": "only system"}]}, "messages"),
+    # Replicate splits stop_sequences on commas: "Hello, world" would become two stops
+    ({"stop": ["Hello, world", "END"]}, "stop"),
+    ({"stop": "a,b"}, "stop"),
 ])
 async def test_untranslatable_rejected(provider: ReplicateProvider, mock: MockReplicate,
                                        body: dict[str, Any], param: str) -> None:

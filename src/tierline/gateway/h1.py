@@ -9,14 +9,18 @@ gateway's CPU (docs/performance.md). This protocol implements what the app needs
   chunked and content-length request bodies, `Expect: 100-continue`, HEAD;
 * the status line and headers go out *with the first body part* (one write per JSON reply;
   headers + first event for a stream); chunked transfer encoding when the app sets no
-  content-length;
+  content-length (for an HTTP/1.0 client, which cannot read chunks: the body unframed, then
+  the connection closes);
 * back-pressure both ways (reading pauses while a body waits to be consumed or while a
   pipelined request waits; `send` waits while the socket buffer is full);
 * `receive()` returns `http.disconnect` when the client goes away (the gateway cancels the
   upstream call) or once the response is complete;
 * protocol errors answered as OpenAI-shaped JSON (400 malformed, 414 URL too long,
-  431 headers too large), then the connection is closed; a crashing app gets a 500 without
-  details (or a closed connection if the response had started).
+  431 headers too large) with an `x-request-id`, in pipelining order (after the responses to
+  the valid requests before the bad one), then the connection is closed; a request whose
+  body is malformed gets the error instead of its response (its app sees a disconnect); a
+  crashing app gets a 500 without details (or a closed connection if the response had
+  started).
 
 Limits: 8 KiB request line, 64 KiB of headers; a connection with no request being answered
 (idle keep-alive, or a client stalled mid-request) is closed by the server's sweeper
@@ -45,16 +49,18 @@ log = logging.getLogger("tierline.http")
 MAX_URL = 8 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 BODY_HIGH_WATER = 256 * 1024  # pause reading while this much body waits for the app
+UNFRAMED = 1 << 62  # `Cycle.remaining` of an unframed (HTTP/1.0, no content-length) body
 
 STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def error_response(status: int, message: str, code: str) -> bytes:
+def error_response(status: int, message: str, code: str, request_id: str) -> bytes:
     body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error",
                                    "param": None, "code": code}})
     return (STATUS_LINES[status] + b"content-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+            b"content-length: %d\r\nx-request-id: %s\r\nconnection: close\r\n\r\n%s"
+            % (len(body), request_id.encode("latin-1", "replace"), body))
 
 
 class Cycle:
@@ -76,6 +82,7 @@ class Cycle:
         "remaining",
         "scope",
         "started",
+        "unframed",
         "waiter",
     )
 
@@ -92,6 +99,7 @@ class Cycle:
         self.started = False
         self.complete = False
         self.chunked = False
+        self.unframed = False  # HTTP/1.0 stream: the body ends when the connection closes
         self.remaining = 0  # bytes of body still due under content-length
         self.head: bytes | None = None  # status line + headers not yet written
         self.head_request = scope["method"] == "HEAD"
@@ -165,7 +173,8 @@ class Cycle:
         if data:
             conn.write(data)
         if not more:
-            if not self.head_request and not self.chunked and self.remaining:
+            if not self.head_request and not self.chunked and self.remaining \
+                    and not self.unframed:
                 raise RuntimeError("response body shorter than its content-length")
             self.complete = True
             self.wake()
@@ -194,10 +203,17 @@ class Cycle:
             self.remaining = 0 if self.head_request else length
         elif status in (204, 304) or status < 200:
             self.remaining = 0
+        elif self.head_request:
+            pass
+        elif self.scope.get("http_version") == "1.0":
+            # no chunked encoding for HTTP/1.0 (RFC 7230 3.3.1): the end of the body is the
+            # end of the connection
+            self.unframed = True
+            self.remaining = UNFRAMED
+            self.keep_alive = False
         else:
-            self.chunked = not self.head_request
-            if self.chunked:
-                out.append(b"transfer-encoding: chunked\r\n")
+            self.chunked = True
+            out.append(b"transfer-encoding: chunked\r\n")
         if not self.keep_alive or self.more_body:
             # a reply before the whole request body arrived: the rest of it would have to
             # be read and thrown away; closing is cheaper and safer
@@ -222,7 +238,8 @@ class Cycle:
                               self.scope["path"])
             if not self.started and not self.disconnected:
                 self.keep_alive = False
-                self.conn.write(error_response(500, "internal server error", "internal_error"))
+                self.conn.write(error_response(500, "internal server error", "internal_error",
+                                               self.conn.server.new_request_id()))
                 self.complete = True
             elif not self.complete:
                 self.keep_alive = False
@@ -235,7 +252,8 @@ class Cycle:
                     self.keep_alive = False
                     if not self.started:
                         self.conn.write(error_response(500, "internal server error",
-                                                       "internal_error"))
+                                                       "internal_error",
+                                                       self.conn.server.new_request_id()))
                 else:
                     self.keep_alive = False
         finally:
@@ -263,6 +281,8 @@ class H1Connection(asyncio.Protocol):
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
+        # a protocol error answer waiting for the responses to the requests before it
+        self.error_reply: bytes | None = None
         # last byte received or response finished; with no request being answered, the
         # sweeper closes the connection this long after it (idle keep-alive, or a client
         # stuck in the middle of its request line / headers)
@@ -292,6 +312,8 @@ class H1Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
+        if self.error_reply is not None:
+            return  # the stream is broken: nothing after the error is read
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -393,6 +415,10 @@ class H1Connection(asyncio.Protocol):
             return
         if self.queue:
             self._start(self.queue.popleft())
+        elif self.error_reply is not None:
+            self.write(self.error_reply)
+            self.close()
+            return
         else:
             self.last_activity = self.loop.time()
             if self.server.should_exit:
@@ -421,8 +447,8 @@ class H1Connection(asyncio.Protocol):
 
     def resume_reading(self) -> None:
         if self.read_paused and self.transport is not None and not self.closing:
-            if self.queue:
-                return  # a pipelined request is already waiting: no more for now
+            if self.queue or self.error_reply is not None:
+                return  # a pipelined request (or an error) is already waiting: no more
             self.read_paused = False
             self.transport.resume_reading()
 
@@ -432,9 +458,30 @@ class H1Connection(asyncio.Protocol):
             self.transport.close()
 
     def _reject(self, status: int, message: str, code: str) -> None:
-        if self.active is None or self.active.complete:
-            self.write(error_response(status, message, code))
-        self.close()
+        """Answer a protocol error after the responses still due (pipelining order), then
+        close. The request whose body was being read when the error came (if any) is the
+        one the error answers: it is dropped if still queued, its app sees a disconnect if
+        it is running."""
+        reply = error_response(status, message, code, self.server.new_request_id())
+        c = self.parsing
+        if c is not None and c.more_body:
+            self.parsing = None
+            if self.queue and self.queue[-1] is c:
+                self.queue.pop()
+            elif c is self.active:
+                written = c.started and c.head is None
+                c.disconnected = True
+                c.wake()
+                if not written and not c.complete:
+                    self.write(reply)
+                self.close()
+                return
+        if self.active is None:
+            self.write(reply)
+            self.close()
+            return
+        self.error_reply = reply
+        self.pause_reading()
 
 
 class _Reject(Exception):

@@ -19,8 +19,10 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tierline.gateway.chat import RequestIds
 from tierline.gateway.h1 import H1Connection
 
 if TYPE_CHECKING:
@@ -43,6 +45,10 @@ class H1Server:
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.connections: set[H1Connection] = set()
+        # ids (`x-request-id`) for the replies the server makes itself (protocol errors,
+        # a crashed app): the app's own sequence when it has one, so ids stay unique
+        ids: Callable[[], str] | None = getattr(app, "new_request_id", None)
+        self.new_request_id: Callable[[], str] = ids if callable(ids) else RequestIds()
         self.should_exit = False
         self.started = False
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by serve

@@ -6,7 +6,8 @@
   `prompt`, `system_prompt` (system / developer messages), `max_tokens` and, for older
   models, `max_new_tokens` (both sent; Replicate drops inputs a model does not declare),
   `temperature`, `top_p`, `presence_penalty`, `frequency_penalty`, `seed`, `stop_sequences`
-  (a comma-separated string). A single user turn is sent as the prompt; a multi-turn
+  (a comma-separated string, so a stop sequence containing a comma is refused with
+  `InvalidRequest(param="stop")`). A single user turn is sent as the prompt; a multi-turn
   conversation is rendered as a "User: / Assistant:" transcript ending with "Assistant:"
   (the model's own prompt_template still wraps it). Tools, images, n > 1, logprobs and
   JSON response formats cannot be expressed and raise `InvalidRequest(param=...)`.
@@ -120,7 +121,14 @@ def build_input(request: ChatRequest, deployment: Deployment) -> JSON:
             inp[key] = body[key]
     stop = body.get("stop")
     if stop:
-        inp["stop_sequences"] = stop if isinstance(stop, str) else ",".join(stop)
+        stops = [stop] if isinstance(stop, str) else stop
+        if any("," in s for s in stops):
+            # Replicate's `stop_sequences` is one comma-separated string: "a,b" would be
+            # split into two stops, and there is no escape for a comma
+            raise InvalidRequest("a stop sequence containing a comma is not supported by "
+                                 "this deployment (its stop sequences are one "
+                                 "comma-separated string)", param="stop")
+        inp["stop_sequences"] = ",".join(stops)
     return inp
 
 
