@@ -95,7 +95,14 @@ async def test_body_too_large_413(client: httpx.AsyncClient) -> None:
 
 async def test_unknown_path_and_method(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/nope"), 404)
-    assert (await client.get("/chat/completions")).status_code == 405
+    assert_error(await client.get("/chat/completions"), 405)
+
+
+async def test_a_body_with_a_utf8_bom_is_accepted(client: httpx.AsyncClient) -> None:
+    raw = b'\xef\xbb\xbf{"model": "a/strong", "messages": [{"role": "user", "content": "x"}]}'
+    r = await client.post("/chat/completions", content=raw,
+                          headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
 
 
 async def test_upstream_429_fails_over(client: httpx.AsyncClient,

@@ -268,7 +268,7 @@ class Gateway:
     async def _method_not_allowed(self, send: Send, allowed: str) -> None:
         err = InvalidRequest(f"method not allowed; use {allowed}", code="method_not_allowed")
         err.status = 405
-        await send_error(send, err, {"allow": allowed})
+        await send_error(send, err, {"allow": allowed, "x-request-id": self.new_request_id()})
 
     def _models(self) -> Callable[[Send], Any]:
         async def run(send: Send) -> None:

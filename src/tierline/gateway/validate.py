@@ -214,6 +214,8 @@ def parse_controls(ext: Any, headers: Mapping[str, str]) -> JSON:
 
 def parse_chat_request(raw: bytes, headers: Mapping[str, str], *, max_tokens_limit: int,
                        request_id: str = "") -> ChatRequest:
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark: valid UTF-8, not JSON
+        raw = raw[3:]
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:

@@ -52,7 +52,7 @@ def _view(auth: KeyAuth, rec: KeyRecord) -> dict[str, Any]:
 def parse_create(raw: bytes) -> tuple[str, dict[str, Any]]:
     """The name and settings of a key to create, from a JSON body (400 naming the field)."""
     try:
-        obj = orjson.loads(raw or b"{}")
+        obj = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf") or b"{}")
     except orjson.JSONDecodeError:
         raise InvalidRequest("the body is not valid JSON", code="invalid_json") from None
     if not isinstance(obj, dict):
