@@ -124,3 +124,25 @@ async def test_prompt_text_quoted_by_an_upstream_stays_out_of_the_log(
     row = rows[r.headers["x-request-id"]]
     assert row["error"] and "XYZZY" not in row["error"]
     assert "XYZZY" not in (row["route_detail"] or "") and row["prompt"] is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_estimated_usage_counts_tool_calls(client: httpx.AsyncClient,
+                                                 fresh_mocks: tuple[MockOpenAI, MockOpenAI],
+                                                 stream: bool) -> None:
+    """An upstream that reports no usage: the estimate counts what was generated, tool
+    calls included (an answer that was only a tool call was estimated at 0 tokens)."""
+    a, _ = fresh_mocks
+    a.script(text=None, tool_calls=[("lookup", {"query": "x" * 400})], usage=False)
+    body = {"model": "a/strong", "messages": MSG, "stream": stream,
+            "tools": [{"type": "function", "function": {"name": "lookup"}}]}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+        async with client.stream("POST", "/chat/completions", json=body) as r:
+            lines = [ln async for ln in r.aiter_lines() if ln.startswith("data: {")]
+        usage = orjson.loads(lines[-1][6:])["usage"]
+    else:
+        r = await client.post("/chat/completions", json=body)
+        assert r.headers["x-tierline-cost-estimated"] == "true"
+        usage = r.json()["usage"]
+    assert usage["completion_tokens"] >= 50

@@ -84,12 +84,14 @@ class RequestIds:
 
 
 def _answer_text(body: dict[str, Any]) -> str:
+    """What the model generated (text, refusals, tool calls' names and arguments): what a
+    missing `usage` is estimated from, and what `log_prompts` logs."""
     out: list[str] = []
     for c in body.get("choices") or ():
         if isinstance(c, dict):
             m = c.get("message") or {}
-            if isinstance(m, dict) and isinstance(m.get("content"), str):
-                out.append(m["content"])
+            if isinstance(m, dict):
+                _generated(m, out)
     return "\n".join(out)
 
 
@@ -97,10 +99,33 @@ def _delta_text(chunk: dict[str, Any]) -> str:
     out = ""
     for c in chunk.get("choices") or ():
         if isinstance(c, dict):
-            d = c.get("delta") or {}
-            if isinstance(d, dict) and isinstance(d.get("content"), str):
-                out += d["content"]
+            d = c.get("delta")
+            if isinstance(d, dict):
+                v = d.get("content")
+                if isinstance(v, str):
+                    out += v
+                if d.get("tool_calls") or d.get("refusal"):  # rare: off the common path
+                    extra: list[str] = []
+                    _generated({**d, "content": None}, extra)
+                    out += "".join(extra)
     return out
+
+
+def _generated(m: dict[str, Any], out: list[str]) -> None:
+    """The generated parts of a message or a delta, appended to ``out``."""
+    for k in ("content", "refusal"):
+        v = m.get(k)
+        if isinstance(v, str) and v:
+            out.append(v)
+    calls = m.get("tool_calls")
+    if isinstance(calls, list):
+        for tc in calls:
+            fn = tc.get("function") if isinstance(tc, dict) else None
+            if isinstance(fn, dict):
+                for k in ("name", "arguments"):
+                    v = fn.get(k)
+                    if isinstance(v, str) and v:
+                        out.append(v)
 
 
 def constraints_for(gw: Gateway, req: ChatRequest) -> Constraints:
