@@ -17,7 +17,8 @@ whether trying another deployment (or the same one later) can help.
         ├── UpstreamTimeout          504 connect / first-token / idle / total timeout
         ├── UpstreamConnectionError  502 refused, reset, DNS
         ├── UpstreamBadResponse      502 malformed body, error inside a 200 stream
-        ├── UpstreamStatusError      the upstream's own 4xx/5xx (429 and 5xx retryable)
+        ├── UpstreamStatusError      the upstream's own 4xx/5xx (429 and 5xx retryable;
+        │                            401/403/404 are 502s: our key or model id is wrong)
         │   ├── ContextLengthExceeded  400, fails over to a larger window
         │   └── ContentPolicyError     400, fails over only where configured
         └── UpstreamOverloaded       429 the embedded model's queue is full
@@ -208,6 +209,14 @@ class UpstreamStatusError(UpstreamError):
             # The gateway's credentials for that provider are wrong: not the client's fault.
             self.status = 502
             self.code = "upstream_auth_error"
+        elif upstream_status == 404:
+            # the deployment's upstream model id (or base URL) is wrong: our config's fault
+            self.status = 502
+            self.code = "upstream_model_not_found"
+        elif upstream_status == 413:
+            self.status = 413
+            self.type = "invalid_request_error"
+            self.code = "request_too_large"
         elif 400 <= upstream_status < 500:
             self.status = 400
             self.type = "invalid_request_error"

@@ -122,6 +122,8 @@ async def test_upstream_429_fails_over(client: httpx.AsyncClient,
     ({"status": 429, "error_message": "slow", "headers": {"retry-after": "inf"}}, 429),
     ({"status": 429, "error_message": "slow", "headers": {"retry-after": "1e999"}}, 429),
     ({"status": 400, "error_message": "bad thing"}, 400),
+    ({"status": 404, "error_message": "The model `x` does not exist"}, 502),  # our config
+    ({"status": 413, "error_message": "request too large"}, 413),
     ({"raw": b"{nope"}, 502),
     ({"latency": 2.0}, 504),
 ])

@@ -388,7 +388,7 @@ async def test_stream_early_close(provider: AnthropicProvider, mock: MockAnthrop
     (400, "invalid_request_error", False, 400),
     (401, "authentication_error", False, 502),
     (403, "permission_error", False, 502),
-    (404, "not_found_error", False, 400),
+    (404, "not_found_error", False, 502),
     (500, "api_error", True, 502),
     (529, "overloaded_error", True, 502),
 ])

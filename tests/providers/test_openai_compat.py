@@ -178,7 +178,7 @@ async def test_stream_tool_call_fragments(provider: OpenAICompatProvider,
 
 
 @pytest.mark.parametrize(("status", "retryable", "gw_status"), [
-    (400, False, 400), (401, False, 502), (404, False, 400), (500, True, 502),
+    (400, False, 400), (401, False, 502), (404, False, 502), (500, True, 502),
     (503, True, 502),
 ])
 async def test_status_errors(provider: OpenAICompatProvider, mock: MockOpenAI, status: int,

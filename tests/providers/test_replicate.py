@@ -198,7 +198,7 @@ async def test_canceled_prediction(provider: ReplicateProvider, mock: MockReplic
 # -- HTTP errors ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("status", "retryable", "gw_status"), [
-    (401, False, 502), (402, False, 400), (404, False, 400), (422, False, 400),
+    (401, False, 502), (402, False, 400), (404, False, 502), (422, False, 400),
     (500, True, 502),
 ])
 async def test_status_errors(provider: ReplicateProvider, mock: MockReplicate, status: int,
