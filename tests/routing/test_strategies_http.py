@@ -290,3 +290,16 @@ async def test_stream_requests_skip_deployments_without_streaming(ms: Mocks,
             r = await ask(c, "x", model="batch-only", stream=True)
             assert r.status_code == 503
             assert "batch-only: lacks capability streaming" in r.json()["error"]["message"]
+
+
+async def test_models_control_narrows_and_names_what_it_removed(
+        client: httpx.AsyncClient) -> None:
+    r = await ask(client, "x", tierline={"models": ["nope/x"]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tierline.models"
+    r = await ask(client, "x", model="strong", tierline={"models": ["weak-eu"]})
+    assert r.status_code == 503
+    assert "strong: not in the 'models' control" in r.json()["error"]["message"]
+    r = await ask(client, "prove it", tierline={"models": ["weak-eu", "mid"],
+                                                "strategy": "ordered"})
+    assert r.status_code == 200 and r.headers["x-tierline-model"] == "weak-eu"
+    assert "1 filtered" in r.headers["x-tierline-route"]

@@ -16,7 +16,7 @@ from tierline.accounting.pricing import PICO_PER_USD, pico_per_token
 from tierline.catalog.load import Catalog
 from tierline.catalog.model import Deployment
 from tierline.config import DEFAULT_MAX_LOSS, RoutingSettings
-from tierline.errors import ModelNotFound, NoDeploymentAvailable
+from tierline.errors import InvalidRequest, ModelNotFound, NoDeploymentAvailable
 from tierline.routing.filters import Constraints, reject_reason
 from tierline.routing.stats import LiveStats
 
@@ -111,13 +111,16 @@ class Router:
               prompt_text: str | Callable[[], str] = "") -> RouteDecision:
         """`prompt_text` may be a callable: the text is built only if a prediction needs it."""
         cands = self.resolve(model)
-        if controls.get("models"):
-            wanted: list[Deployment] = []
-            for n in controls["models"]:
-                wanted.extend(d for d in self.resolve(n) if d not in wanted)
-            cands = wanted if model == AUTO else [d for d in cands if d in wanted]
         filtered: dict[str, str] = {}
+        if controls.get("models"):
+            wanted = self._wanted(controls["models"])
+            for d in cands:
+                if d not in wanted:
+                    filtered[d.name] = "not in the 'models' control"
+            cands = [d for d in cands if d in wanted]
         alive: list[Deployment] = []
+        if not cands and filtered:
+            raise NoDeploymentAvailable(self._explain_none(model, list(filtered), filtered))
         for d in cands:
             why = reject_reason(d, self.catalog.providers[d.provider], constraints)
             if why is None:
@@ -164,8 +167,21 @@ class Router:
         detail["chain"] = [d.name for d in chain]
         return RouteDecision(chain=chain, reason=reason, strategy=strategy, detail=detail)
 
+    def _wanted(self, names: list[str]) -> list[Deployment]:
+        """The deployments the `models` control names (400 naming it for an unknown one)."""
+        out: list[Deployment] = []
+        for n in names:
+            try:
+                out.extend(d for d in self.resolve(n) if d not in out)
+            except ModelNotFound:
+                raise InvalidRequest(
+                    f"tierline control 'models' names {n!r}, which is not a deployment, tier "
+                    "or group of this gateway (GET /v1/models lists them)",
+                    param="tierline.models") from None
+        return out
+
     @staticmethod
-    def _explain_none(model: str, cands: list[Deployment], filtered: dict[str, str]) -> str:
+    def _explain_none(model: str, cands: list[Any], filtered: dict[str, str]) -> str:
         if not cands:
             return f"no deployment is available for {model!r}"
         parts = [f"{n}: {why}" for n, why in filtered.items()]
