@@ -56,7 +56,9 @@ class Usage:
             ctd = u.get("completion_tokens_details") or {}
             cached = int(ptd.get("cached_tokens") or 0) if isinstance(ptd, dict) else 0
             reasoning = int(ctd.get("reasoning_tokens") or 0) if isinstance(ctd, dict) else 0
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if min(pt, ct, cached, reasoning) < 0:  # garbage: the gateway counts for itself
             return None
         return cls(prompt_tokens=pt, completion_tokens=ct, cached_tokens=cached,
                    reasoning_tokens=reasoning)

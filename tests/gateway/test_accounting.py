@@ -146,3 +146,31 @@ async def test_estimated_usage_counts_tool_calls(client: httpx.AsyncClient,
         assert r.headers["x-tierline-cost-estimated"] == "true"
         usage = r.json()["usage"]
     assert usage["completion_tokens"] >= 50
+
+
+async def test_a_stream_broken_mid_way_still_reports_its_cost(
+        client: httpx.AsyncClient, fresh_mocks: tuple[MockOpenAI, MockOpenAI]) -> None:
+    """Too late to fail over: the client gets the error event and, having asked for usage,
+    the usage chunk with what the partial answer cost (estimated: the upstream sent none)."""
+    a, _ = fresh_mocks
+    a.script(text="one two three four five six", chunks=6, stream_error="error_object",
+             error_after=3)
+    async with client.stream("POST", "/chat/completions", json={
+            "model": "a/strong", "messages": MSG, "stream": True,
+            "stream_options": {"include_usage": True}}) as r:
+        events = [orjson.loads(ln[6:]) async for ln in r.aiter_lines()
+                  if ln.startswith("data: {")]
+    assert "error" in events[-2]
+    usage = events[-1]["usage"]
+    assert usage["estimated"] is True and usage["completion_tokens"] > 0
+    assert Decimal(usage["cost_usd"]) > 0
+
+
+async def test_negative_upstream_token_counts_are_not_trusted(
+        client: httpx.AsyncClient, fresh_mocks: tuple[MockOpenAI, MockOpenAI]) -> None:
+    a, _ = fresh_mocks
+    a.script(prompt_tokens=-1000)
+    r = await client.post("/chat/completions", json={"model": "a/strong", "messages": MSG})
+    assert r.status_code == 200
+    assert Decimal(r.headers["x-tierline-cost-usd"]) > 0
+    assert r.headers["x-tierline-cost-estimated"] == "true"

@@ -315,9 +315,11 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
         ctx.trace.failed(dep, e)
         ctx.status, ctx.error = e.status, log_text(e)
         err = e.to_body()
-        out.append(sse_event(orjson.dumps(err)) + SSE_DONE)
-        await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
         _settle_usage(ctx, req, usage, "".join(text))
+        # what the broken stream cost is still owed: the usage chunk, when asked for
+        tail = _usage_event(ctx, req, dep, head[0].data) if req.include_usage else b""
+        out.append(sse_event(orjson.dumps(err)) + tail + SSE_DONE)
+        await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
         return
     except BaseException:
         await aclose_quietly(rest)
@@ -328,19 +330,22 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
     _settle_usage(ctx, req, usage, answer)
     if gw.config.server.log_prompts:
         ctx.answer = answer
-    tail = b""
-    if req.include_usage:
-        u = ctx.usage.to_openai()
-        u["cost_usd"] = usd(cost_pico(ctx.usage, dep.price) + ctx.trace.extra_pico)
-        if ctx.usage.estimated:
-            u["estimated"] = True
-        first = head[0].data
-        final: dict[str, Any] = {"id": first.get("id"), "object": "chat.completion.chunk",
-                                 "created": first.get("created"), "model": first.get("model"),
-                                 "choices": [], "usage": u}
-        tail = sse_event(orjson.dumps(final))
+    tail = _usage_event(ctx, req, dep, head[0].data) if req.include_usage else b""
     await send({"type": "http.response.body", "body": b"".join(out) + tail + SSE_DONE,
                 "more_body": False})
+
+
+def _usage_event(ctx: Ctx, req: ChatRequest, dep: Deployment, first: dict[str, Any]) -> bytes:
+    """The stream's final usage chunk, with its cost (`estimated` when any of it was
+    counted locally: no usage from the upstream, or a hedged call cancelled)."""
+    u = ctx.usage.to_openai()
+    u["cost_usd"] = usd(cost_pico(ctx.usage, dep.price) + ctx.trace.extra_pico)
+    if ctx.usage.estimated or ctx.trace.extra_estimated:
+        u["estimated"] = True
+    final: dict[str, Any] = {"id": first.get("id"), "object": "chat.completion.chunk",
+                             "created": first.get("created"), "model": first.get("model"),
+                             "choices": [], "usage": u}
+    return sse_event(orjson.dumps(final))
 
 
 def _health_failure(a: Attempt) -> bool:

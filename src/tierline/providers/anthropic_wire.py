@@ -320,13 +320,19 @@ def build_payload(request: ChatRequest, deployment: Deployment, stream: bool) ->
 
 
 def usage_of(u: Any) -> Usage:
+    """Anthropic's usage; malformed or negative counts -> an estimate (counted locally)."""
     if not isinstance(u, dict):
         return Usage(estimated=True)
-    inp = int(u.get("input_tokens") or 0)
-    read = int(u.get("cache_read_input_tokens") or 0)
-    write = int(u.get("cache_creation_input_tokens") or 0)
-    return Usage(prompt_tokens=inp + read + write, completion_tokens=int(
-        u.get("output_tokens") or 0), cached_tokens=read, cache_write_tokens=write)
+    try:
+        inp, read, write, out = (int(u.get(k) or 0) for k in (
+            "input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens",
+            "output_tokens"))
+    except (TypeError, ValueError, OverflowError):
+        return Usage(estimated=True)
+    if min(inp, read, write, out) < 0:
+        return Usage(estimated=True)
+    return Usage(prompt_tokens=inp + read + write, completion_tokens=out, cached_tokens=read,
+                 cache_write_tokens=write)
 
 
 def finish_reason_of(stop_reason: Any) -> str:

@@ -153,9 +153,9 @@ def usage_of(pred: JSON, inp: JSON, completion: str) -> Usage:
         try:
             it = metrics.get("input_token_count")
             ot = metrics.get("output_token_count")
-            if it is not None and ot is not None:
+            if it is not None and ot is not None and int(it) >= 0 and int(ot) >= 0:
                 return Usage(prompt_tokens=int(it), completion_tokens=int(ot))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass
     prompt = str(inp.get("system_prompt") or "") + str(inp.get("prompt") or "")
     return Usage(prompt_tokens=estimate_tokens(prompt),
