@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .choose import choose
+from .data import MIN_PROFILE_PROMPTS
 from .features import FeatureConfig, Featurizer
 
 __all__ = [
@@ -95,6 +96,17 @@ def read_profiles(path: str | Path) -> list[str]:
             return [str(m) for m in (*header["base_models"], *header.get("added", []))]
         except (KeyError, TypeError) as e:
             raise RouterFileError(f"{path}: damaged router header (no {e})") from e
+
+
+def _check_profile_data(name: str, y: F64, min_prompts: int) -> None:
+    if len(y) < min_prompts:
+        raise ValueError(f"{name!r} has outcomes on {len(y)} prompts; a profile needs at least "
+                         f"{min_prompts} (a few hundred are better)")
+    good = int(np.sum(y >= 0.5))
+    if good == 0 or good == len(y):
+        what = "good" if good else "bad"
+        raise ValueError(f"every outcome of {name!r} is {what} (score {'>=' if good else '<'} "
+                         f"0.5): a profile needs prompts with good and with bad answers")
 
 
 def quantise_unit(v: npt.NDArray[np.floating]) -> npt.NDArray[np.int8]:
@@ -292,19 +304,23 @@ class LearnedRouter:
         *,
         l2: float = 1.0,
         iters: int = 50,
+        min_prompts: int = MIN_PROFILE_PROMPTS,
     ) -> None:
         """Fit a new (or replace an added) profile on frozen prompt features.
 
         Logistic regression on ``z(x)`` with soft labels ``scores`` in [0, 1] and an L2 penalty
-        ``l2`` (Newton's method); nothing else in the router changes.
+        ``l2`` (Newton's method); nothing else in the router changes. It needs at least
+        ``min_prompts`` prompts, with good (score >= 0.5) and bad answers among them: from a
+        handful, or from one outcome only, the fit predicts that outcome everywhere.
         """
         if name in self.base_models:
             raise ValueError(f"{name!r} is a base model of this router; cannot replace it")
         y = np.asarray(scores, dtype=np.float64)
         if len(texts) != len(y) or len(y) == 0:
             raise ValueError("texts and scores must be non-empty and of equal length")
-        if np.any((y < 0) | (y > 1)):
+        if not np.all((y >= 0) & (y <= 1)):
             raise ValueError("scores must be in [0, 1]")
+        _check_profile_data(name, y, min_prompts)
         z = self.encode_many(texts)
         n, k = z.shape
         A = np.hstack([z, np.ones((n, 1))])
