@@ -233,3 +233,14 @@ def test_route_names_of_unusable_providers_are_known(tmp_path: Path,
         tmp_path, "routing:\n  auto: [openai/gpt-5.6-luna]\n"
                   "  groups: {g: [openai/gpt-5.6-luna, local/smollm2-135m-instruct]}\n")))
     assert "openai/gpt-5.6-luna" not in cat.deployments
+
+
+def test_serve_refuses_to_start_with_a_bad_router_file(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Was: the gateway started and silently routed by cheapest (a warning on first use)."""
+    data = tmp_path / "outcomes.jsonl"
+    data.write_text('{"prompt": "hi", "outcomes": {"m": 1}}\n')
+    p = write(tmp_path, f"server: {{port: 0}}\nrouting:\n  router_file: {data}\n")
+    assert main(["serve", "--config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "routing.router_file" in err and "not a tierline router file" in err
