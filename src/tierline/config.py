@@ -201,7 +201,7 @@ def missing_env_error(source: str, missing: MissingEnv) -> ConfigError:
     """The config error for unset `${VAR}`s: each variable and the fields that use it."""
     lines = [f"invalid config {source}:"]
     for var, paths in sorted(missing.items()):
-        lines.append(f"  {', '.join(paths)}: environment variable {var} is not set (set it, "
+        lines.append(f"  {', '.join(paths)}: environment variable {var} is unset or empty (set it, "
                      f"or give a default: ${{{var}:-default}}, ${{{var}:-}} for empty)")
     return ConfigError("\n".join(lines))
 
