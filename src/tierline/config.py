@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tierline.errors import ConfigError
 
@@ -78,6 +85,22 @@ class RoutingSettings(_Strict):
         "frontier": "gpt-4-1106-preview", "strong": "gpt-4-1106-preview",
         "fast": "mixtral-8x7b-instruct-v0.1"})
 
+    @field_validator("router_file")
+    @classmethod
+    def _expand_user(cls, v: str | None) -> str | None:
+        return os.path.expanduser(v) if v else v
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, groups: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, members in groups.items():
+            why = group_name_problem(name)
+            if why:
+                raise ValueError(f"group name {name!r} {why}")
+            if not members:
+                raise ValueError(f"group {name!r} lists no deployment")
+        return groups
+
     @model_validator(mode="after")
     def _one_knob(self) -> RoutingSettings:
         knobs = [k for k in ("max_loss", "quality", "cost_weight") if getattr(self, k) is not None]
@@ -85,6 +108,19 @@ class RoutingSettings(_Strict):
             raise ValueError(f"set one of routing.max_loss, routing.quality and "
                              f"routing.cost_weight, not {' and '.join(knobs)}")
         return self
+
+
+def group_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a group (clients could not ask for it), or None."""
+    if not name.strip():
+        return "is empty"
+    if name == "auto":
+        return "is reserved (the `auto` route)"
+    if name.startswith("tier:"):
+        return "starts with `tier:` (reserved for tiers)"
+    if "," in name:
+        return "contains a comma (a requested model with commas is a list of names)"
+    return None
 
 
 #: the learned strategy's max_loss when no knob is configured: on the shipped router's training
@@ -133,23 +169,41 @@ class Config(_Strict):
         return data_dir() / "requests.sqlite3"
 
 
-def interpolate(value: Any, missing: set[str]) -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in every string; record unset variables."""
+#: where each unset variable is used: variable -> field paths
+MissingEnv = dict[str, list[str]]
+
+
+def interpolate(value: Any, missing: MissingEnv, path: str = "") -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string (an empty variable takes the
+    default); record in `missing` where a variable without a default is unset or empty."""
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             got = os.environ.get(m.group(1))
-            if got is None or got == "":
-                if m.group(2) is not None:
-                    return m.group(2)
-                missing.add(m.group(1))
-                return ""
-            return got
+            if got:
+                return got
+            if m.group(2) is not None:
+                return m.group(2)
+            missing.setdefault(m.group(1), []).append(path or "<root>")
+            return ""
         return _ENV_RE.sub(sub, value)
     if isinstance(value, dict):
-        return {k: interpolate(v, missing) for k, v in value.items()}
+        return {k: interpolate(v, missing, _join(path, k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, missing) for v in value]
+        return [interpolate(v, missing, _join(path, i)) for i, v in enumerate(value)]
     return value
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def missing_env_error(source: str, missing: MissingEnv) -> ConfigError:
+    """The config error for unset `${VAR}`s: each variable and the fields that use it."""
+    lines = [f"invalid config {source}:"]
+    for var, paths in sorted(missing.items()):
+        lines.append(f"  {', '.join(paths)}: environment variable {var} is unset or empty (set it, "
+                     f"or give a default: ${{{var}:-default}}, ${{{var}:-}} for empty)")
+    return ConfigError("\n".join(lines))
 
 
 def format_validation_error(source: str, err: ValidationError, prefix: str = "") -> str:
@@ -171,14 +225,49 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid config {source}: the top level must be a mapping")
-    missing: set[str] = set()
+    missing: MissingEnv = {}
     data = interpolate(raw, missing)
+    if missing:
+        raise missing_env_error(source, missing)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(source, e)) from None
     cfg.source = source
+    check_router_settings(cfg)
     return cfg
+
+
+def check_router_settings(cfg: Config) -> None:
+    """A configured `routing.router_file` must be a readable router, and the profiles named
+    by `routing.tier_profiles` / `routing.default_profile` must be in the router in use."""
+    r = cfg.routing
+    named = {f"routing.tier_profiles.{t}": p for t, p in r.tier_profiles.items()
+             if "tier_profiles" in r.model_fields_set}
+    if r.default_profile is not None:
+        named["routing.default_profile"] = r.default_profile
+    if r.router_file is None and not named:
+        return  # the shipped router and its own tier profiles
+    profiles = router_profiles(cfg)
+    for where, profile in named.items():
+        if profile not in profiles:
+            raise ConfigError(f"invalid config {cfg.source}:\n  {where}: "
+                              f"{unknown_profile(profile, profiles)}")
+
+
+def router_profiles(cfg: Config) -> list[str]:
+    """The profiles of the router `cfg` routes with (ConfigError if it cannot be read)."""
+    from tierline.routing.learned.model import RouterFileError, default_router_path, read_profiles
+
+    path = cfg.routing.router_file or default_router_path()
+    try:
+        return read_profiles(path)
+    except RouterFileError as e:
+        raise ConfigError(f"invalid config {cfg.source}:\n  routing.router_file: {e}") from None
+
+
+def unknown_profile(profile: str, profiles: list[str]) -> str:
+    return f"unknown router profile {profile!r} (the router has: {', '.join(profiles)})"
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

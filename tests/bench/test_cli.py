@@ -89,7 +89,7 @@ async def test_run_report_compare_export(mock: BenchMock, tmp_path: Path,
     # the loop closes: the exported outcomes teach the shipped router a new model profile
     routed = tmp_path / "router.npz"
     assert await cli("router", "add-model", "--data", str(outc), "--model", t1,
-                     "-o", str(routed)) == 0
+                     "--min-prompts", "3", "-o", str(routed)) == 0
     from tierline.routing.learned.model import LearnedRouter
     assert t1 in LearnedRouter.load(routed).profiles
 

@@ -135,3 +135,11 @@ def test_default_knob_on_the_builtin_catalog_is_tiered(
     assert main(["route", prompt, "--json"]) == 0
     first = orjson.loads(capsys.readouterr().out)["chain"][0]
     assert build_catalog(parse_config({})).deployments[first].tier == tier, first
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_route_max_tokens_must_be_positive(cfg: str, value: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route", "hi", "--config", cfg, "--max-tokens", value]) == 2
+    err = capsys.readouterr().err
+    assert "--max-tokens" in err and len(err.strip().splitlines()) == 1

@@ -17,7 +17,15 @@ import yaml
 from pydantic import ValidationError
 
 from tierline.catalog.model import Deployment, ProviderSpec
-from tierline.config import Config, format_validation_error, interpolate
+from tierline.config import (
+    Config,
+    MissingEnv,
+    format_validation_error,
+    interpolate,
+    missing_env_error,
+    router_profiles,
+    unknown_profile,
+)
 from tierline.errors import ConfigError
 
 
@@ -74,7 +82,6 @@ def build_catalog(config: Config, *, builtin_text: str | None = None) -> Catalog
     providers: dict[str, dict[str, Any]] = {}
     deployments: dict[str, dict[str, Any]] = {}
     date: str | None = None
-    missing_env: set[str] = set()
     layers: list[tuple[dict[str, Any], str]] = []
     if config.catalog.builtin:
         text = builtin_text if builtin_text is not None else builtin_catalog_text()
@@ -88,7 +95,10 @@ def build_catalog(config: Config, *, builtin_text: str | None = None) -> Catalog
         except OSError as e:
             raise ConfigError(f"cannot read catalog {p}: {e.strerror}") from None
     for raw, source in layers:
+        missing_env: MissingEnv = {}
         raw = interpolate(raw, missing_env)
+        if missing_env:
+            raise missing_env_error(source, missing_env)
         _merge_layer(providers, deployments, raw.get("providers"), raw.get("deployments"), source)
     _merge_layer(providers, deployments, config.providers or None, config.deployments or None,
                  config.source)
@@ -115,6 +125,7 @@ def build_catalog(config: Config, *, builtin_text: str | None = None) -> Catalog
         usable[name] = spec
 
     deps: dict[str, Deployment] = {}
+    profiled: list[tuple[Deployment, str]] = []
     for name, data in deployments.items():
         where = str(data.pop("_source", config.source))
         try:
@@ -127,4 +138,34 @@ def build_catalog(config: Config, *, builtin_text: str | None = None) -> Catalog
                               f"{name!r} is not defined")
         if dep.provider in usable:
             deps[name] = dep
+        if dep.profile is not None:
+            profiled.append((dep, where))
+    _check_profiles(config, profiled)
+    _check_route_names(config, set(deployments))
     return Catalog(providers=usable, deployments=deps, skipped=skipped, date=date)
+
+
+def _check_profiles(config: Config, profiled: list[tuple[Deployment, str]]) -> None:
+    """Every deployment's `profile` is a profile of the router in use."""
+    if not profiled:
+        return
+    profiles = router_profiles(config)
+    for dep, where in profiled:
+        if dep.profile not in profiles:
+            source, _, path = where.rpartition(": ")
+            raise ConfigError(f"invalid config {source or config.source}:\n  {path}.profile: "
+                              f"{unknown_profile(str(dep.profile), profiles)}")
+
+
+def _check_route_names(config: Config, known: set[str]) -> None:
+    """`routing.auto` and `routing.groups` name catalog deployments (whether or not their
+    provider is usable), and no group is named like a deployment."""
+    r = config.routing
+    problems = [f"routing.auto: unknown deployment {n!r}" for n in r.auto or [] if n not in known]
+    for group, members in r.groups.items():
+        if group in known:
+            problems.append(f"routing.groups: group name {group!r} is a deployment's name")
+        problems += [f"routing.groups.{group}: unknown deployment {n!r}"
+                     for n in members if n not in known]
+    if problems:
+        raise ConfigError("\n  ".join([f"invalid config {config.source}:", *problems]))

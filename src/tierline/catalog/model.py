@@ -18,7 +18,9 @@ class _Strict(BaseModel):
 
 
 class Price(_Strict):
-    """USD per 1M tokens."""
+    """USD per 1M tokens: finite and non-negative (an infinite price cannot be costed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     input: float = Field(0.0, ge=0)
     cached_input: float | None = Field(None, ge=0)
@@ -68,7 +70,7 @@ class Deployment(_Strict):
     open_weight: bool = False
     tier: str | None = None
     profile: str | None = None  # the learned router's model profile for this deployment
-    weight: float = Field(1.0, ge=0)  # for the `weighted` strategy
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False)  # for the `weighted` strategy
     last_resort: bool | None = None  # only after every other candidate (default: embedded)
     # per-deployment overrides of the provider's timeouts (seconds)
     first_token_timeout: float | None = Field(None, gt=0)

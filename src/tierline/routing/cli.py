@@ -12,6 +12,7 @@ import orjson
 from tierline.accounting import tokens
 from tierline.catalog.load import build_catalog
 from tierline.config import load_config
+from tierline.errors import ConfigError, InvalidRequest
 from tierline.gateway.validate import parse_controls
 from tierline.routing.filters import Constraints, required_capabilities
 from tierline.routing.policy import Router
@@ -31,6 +32,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise InvalidRequest(f"--max-tokens must be at least 1 (got {args.max_tokens})")
     config = load_config(args.config)
     catalog = build_catalog(config)
     headers = {}
@@ -41,8 +44,16 @@ def cmd_route(args: argparse.Namespace) -> int:
     messages = [{"role": "user", "content": args.prompt}]
 
     def predictor() -> Any:
-        from tierline.routing.learned.model import LearnedRouter, default_router_path
-        return LearnedRouter.load(config.routing.router_file or default_router_path())
+        from tierline.routing.learned.model import (
+            LearnedRouter,
+            RouterFileError,
+            default_router_path,
+        )
+        try:
+            return LearnedRouter.load(config.routing.router_file or default_router_path())
+        except RouterFileError as e:
+            raise ConfigError(f"invalid config {config.source}: routing.router_file: {e}") \
+                from None
 
     router = Router(catalog, config.routing, predictor=predictor)
     c = Constraints(region=controls.get("region"), zdr=bool(controls.get("zdr")),

@@ -149,3 +149,131 @@ def test_sparse_outcomes_train_and_eval(synth_file: Path, tmp_path: Path,
     assert run(["router", "eval", str(data), "--router", str(out), "--strong", STRONG,
                 "--weak", STRONG]) == 2
     assert "two different models" in capsys.readouterr().err
+
+
+def _one_line_error(rc: int, capsys: pytest.CaptureFixture[str], *needles: str) -> None:
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+
+
+@pytest.mark.parametrize(("opts", "needle"), [
+    (["--bits", "31"], "bits must be an integer in 10..24"),
+    (["--bits", "0"], "bits must be"),
+    (["--bits", "-3"], "bits must be"),
+    (["--bits", "9"], "bits must be"),
+    (["--shared-scale", "nan"], "shared_scale must be a finite number >= 0"),
+    (["--shared-scale", "-1"], "shared_scale"),
+    (["--shared-scale", "inf"], "shared_scale"),
+    (["--C", "0"], "C must be a finite number > 0"),
+    (["--C", "nan"], "C must be"),
+])
+def test_train_rejects_bad_options(synth_file: Path, tmp_path: Path, opts: list[str],
+                                   needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.npz"
+    _one_line_error(run(["router", "train", str(synth_file), "-o", str(out), "--quiet", *opts]),
+                    capsys, needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("n", ["0", "-1", "1"])
+def test_eval_num_results_at_least_two(synth_file: Path, synth_router_file: Path, n: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_error(run(["router", "eval", str(synth_file), "--router", str(synth_router_file),
+                         "--strong", STRONG, "--weak", WEAK, "--num-results", n]),
+                    capsys, "num_results", "must be in 2..")
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"m": 3}',
+                                     '{"m": {"input_usd_per_mtok": -1}}', None])
+def test_eval_models_json_must_be_valid(synth_file: Path, synth_router_file: Path,
+                                        tmp_path: Path, content: str | None,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """An explicitly given price file is never silently ignored."""
+    mj = tmp_path / "prices.json"
+    if content is not None:
+        mj.write_text(content)
+    _one_line_error(run(["router", "eval", str(synth_file), "--router", str(synth_router_file),
+                         "--strong", STRONG, "--weak", WEAK, "--models-json", str(mj)]),
+                    capsys, str(mj))
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "missing", "npy"])
+def test_router_option_must_be_a_router(synth_file: Path, tmp_path: Path, kind: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    bad = tmp_path / "bad"
+    if kind == "jsonl":
+        bad.write_text(synth_file.read_text())
+    elif kind == "npy":
+        bad = tmp_path / "bad.npy"
+        np.save(bad, np.zeros(2))
+    for cmd in (["eval", str(synth_file), "--strong", STRONG, "--weak", WEAK],
+                ["calibrate", str(synth_file), "--strong-share", "0.3"],
+                ["add-model", "--data", str(synth_file), "--model", "x", "-o",
+                 str(tmp_path / "o.npz")]):
+        _one_line_error(run(["router", *cmd, "--router", str(bad)]), capsys, str(bad))
+    assert "pickle" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("opts", "needle"), [
+    (["--cost-per-1k", "5", "--costs", "garbage"], "expected model=USD"),
+    (["--cost-per-1k", "5", "--costs", f"{STRONG}=x,{WEAK}=1"], "is not a number"),
+    (["--cost-per-1k", "5", "--costs", f"{STRONG}=-1,{WEAK}=1"], "finite number >= 0"),
+    (["--cost-per-1k", "5", "--costs", f"{STRONG}=1,nope=1"], "'nope' is not a profile"),
+    (["--cost-per-1k", "-5", "--costs", f"{STRONG}=1,{WEAK}=0.1"], "cost per 1k requests"),
+    (["--cost-per-1k", "nan", "--costs", f"{STRONG}=1,{WEAK}=0.1"], "cost per 1k requests"),
+    (["--strong-share", "0.3", "--strong", "nope", "--weak", WEAK], "'nope' is not a profile"),
+    (["--strong-share", "0.3", "--strong", STRONG, "--weak", "nope"],
+     "'nope' is not a profile"),
+    (["--strong-share", "0.3", "--knob", "quality", "--weak", "nope"],
+     "'nope' is not a profile"),
+    (["--strong-share", "0.3", "--strong", WEAK, "--weak", WEAK], "must differ"),
+    (["--strong-share", "0.3", "--strong", WEAK, "--weak", WEAK, "--knob", "cost_weight",
+      "--costs", f"{WEAK}=1"], "must differ"),
+    (["--strong-share", "nan", "--strong", STRONG, "--weak", WEAK], "target share"),
+])
+def test_calibrate_rejects_bad_options(synth_file: Path, synth_router_file: Path,
+                                       opts: list[str], needle: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_error(run(["router", "calibrate", str(synth_file), "--router",
+                         str(synth_router_file), *opts]), capsys, needle)
+
+
+def test_calibrate_cost_target_still_works(synth_file: Path, synth_router_file: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["router", "calibrate", str(synth_file), "--router", str(synth_router_file),
+                "--cost-per-1k", "5", "--costs", f"{STRONG}=0.01, {WEAK}=0.001"]) == 0
+    assert 0.0 <= float(capsys.readouterr().out) <= 1.0
+
+
+def _labelled(tmp_path: Path, name: str, scores: list[float]) -> Path:
+    p = tmp_path / f"{name}.jsonl"
+    p.write_text("".join(json.dumps({"split": "train", "prompt": f"question {i} about x",
+                                     "outcomes": {"new-model": s}}) + "\n"
+                         for i, s in enumerate(scores)))
+    return p
+
+
+def test_add_model_needs_enough_prompts_and_both_outcomes(
+        synth_router_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Was: a profile predicting ~1.0 everywhere from 5 prompts, or from all-good labels."""
+    out = tmp_path / "o.npz"
+    few = _labelled(tmp_path, "few", [1.0, 0.0, 1.0, 1.0, 0.0])
+    _one_line_error(run(["router", "add-model", "--router", str(synth_router_file), "--data",
+                         str(few), "--model", "new-model", "-o", str(out)]),
+                    capsys, "5 prompts", "at least 100")
+    same = _labelled(tmp_path, "same", [1.0] * 150)
+    _one_line_error(run(["router", "add-model", "--router", str(synth_router_file), "--data",
+                         str(same), "--model", "new-model", "-o", str(out)]),
+                    capsys, "every outcome of 'new-model' is good")
+    _one_line_error(run(["router", "add-model", "--router", str(synth_router_file), "--data",
+                         str(same), "--model", "new-model", "--min-prompts", "3", "-o",
+                         str(out)]), capsys, "good and with bad answers")
+    assert not out.exists()
+    assert run(["router", "add-model", "--router", str(synth_router_file), "--data", str(few),
+                "--model", "new-model", "--min-prompts", "5", "-o", str(out)]) == 0
+    assert out.exists()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tierline.routing.learned.data import DataError, load_outcomes, load_prompts
+from tierline.routing.learned.data import DataError, load_models_json, load_outcomes, load_prompts
 
 
 def test_load_filters(synth_file: Path) -> None:
@@ -38,6 +38,14 @@ def test_overlap_flag(tmp_path: Path) -> None:
         ('{"outcomes": {}}', "no 'messages'"),
         ("[1, 2]", "not a JSON object"),
         ('{"messages": [{"role": "user", "content": 3}], "outcomes": {}}', "a string or a list"),
+        ('{"prompt": "q", "outcomes": {"a": {"score": 1, "cost_usd": -0.5}}}',
+         "cost_usd of 'a' must be finite and >= 0"),
+        ('{"prompt": "q", "outcomes": {"a": {"score": 1, "cost_usd": NaN}}}', "cost_usd of 'a'"),
+        ('{"prompt": "q", "outcomes": {"a": {"score": 1, "cost_usd": Infinity}}}',
+         "cost_usd of 'a'"),
+        ('{"prompt": "q", "outcomes": {"a": {"score": 1, "cost_usd": "0.1"}}}',
+         "cost_usd of 'a' is not a number"),
+        ('{"prompt": "q", "outcomes": {"a": {"score": NaN}}}', "outside [0, 1]"),
     ],
 )
 def test_malformed_line_names_file_and_line(tmp_path: Path, line: str, needle: str) -> None:
@@ -77,3 +85,16 @@ def test_bare_and_boolean_scores(tmp_path: Path) -> None:
     oc = load_outcomes(p)[0].outcomes
     assert (oc["a"].score, oc["b"].score, oc["c"].score) == (0.5, 1.0, 0.0)
     assert oc["a"].cost_usd is None
+
+
+def test_models_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No default file: no prices. A given or present file must be valid."""
+    monkeypatch.setenv("TIERLINE_ROUTING_DATA", str(tmp_path))
+    assert load_models_json() == {}
+    with pytest.raises(DataError, match="cannot read"):
+        load_models_json(tmp_path / "nope.json")
+    (tmp_path / "models.json").write_text('{"m": {"input_usd_per_mtok": NaN}}')
+    with pytest.raises(DataError, match=r"m\.input_usd_per_mtok must be a finite number"):
+        load_models_json()
+    (tmp_path / "models.json").write_text('{"m": {"input_usd_per_mtok": 1, "x": null}}')
+    assert load_models_json() == {"m": {"input_usd_per_mtok": 1, "x": None}}

@@ -137,3 +137,30 @@ def test_calibrate_cost_weight(synth_router_file: Path, synth_file: Path) -> Non
     lam = cost_weight_for_cost(r, texts, costs, 8.0)
     assert cost_per_1k_at_weight(r, texts, costs, lam) <= 8.0
     assert cost_per_1k_at_weight(r, texts, costs, max(0.0, lam - 0.05)) > 8.0
+
+
+def test_load_rejects_what_is_not_a_router(tmp_path: Path, synth_file: Path) -> None:
+    from tierline.routing.learned.model import RouterFileError, read_profiles
+
+    for bad, needle in [(tmp_path / "nope.npz", "does not exist"),
+                        (synth_file, "is not a tierline router file"),
+                        (tmp_path, "is not a file")]:
+        with pytest.raises(RouterFileError, match=needle):
+            LearnedRouter.load(bad)
+        with pytest.raises(RouterFileError, match=needle):
+            read_profiles(bad)
+
+
+def test_read_profiles_matches_load(synth_router_file: Path) -> None:
+    from tierline.routing.learned.model import read_profiles
+
+    assert read_profiles(synth_router_file) == LearnedRouter.load(synth_router_file).profiles
+
+
+def test_feature_config_bits_bounds() -> None:
+    from tierline.routing.learned.features import FeatureConfig
+
+    for bits in (9, 25, 31, 0, -3):
+        with pytest.raises(ValueError, match=r"bits must be an integer in 10\.\.24"):
+            FeatureConfig(bits=bits)
+    assert FeatureConfig(bits=10).bits == 10 and FeatureConfig(bits=24).bits == 24

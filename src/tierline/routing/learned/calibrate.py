@@ -18,6 +18,7 @@ estimates) matches a target.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -33,9 +34,51 @@ __all__ = [
     "cost_weight_for_strong_share",
     "max_loss_for_cost",
     "max_loss_for_strong_share",
+    "parse_costs",
     "threshold_for_cost",
     "threshold_for_strong_share",
 ]
+
+
+def parse_costs(text: str) -> dict[str, float]:
+    """``model=USD,model=USD,...`` (USD per request, finite and >= 0) -> ``{model: USD}``."""
+    costs: dict[str, float] = {}
+    for item in text.split(","):
+        model, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or not model:
+            raise ValueError(f"costs: expected model=USD,model=USD,... (got {text!r})")
+        try:
+            usd = float(value)
+        except ValueError:
+            raise ValueError(f"costs: {model}: {value!r} is not a number") from None
+        if not math.isfinite(usd) or usd < 0:
+            raise ValueError(f"costs: {model}: must be a finite number >= 0 (got {value})")
+        costs[model] = usd
+    return costs
+
+
+def _column(router: LearnedRouter, model: str) -> int:
+    """The column of ``model`` in :meth:`LearnedRouter.predict_many`'s output."""
+    if model not in router.profiles:
+        raise ValueError(f"model {model!r} is not a profile of the router "
+                         f"(profiles: {', '.join(router.profiles)})")
+    return router.profiles.index(model)
+
+
+def _check_pair(strong: str, weak: str) -> None:
+    if strong == weak:
+        raise ValueError(f"the strong and the weak model must differ (both are {strong!r})")
+
+
+def _check_costs(router: LearnedRouter, costs: dict[str, float], target_per_1k: float) -> None:
+    """A cost target is a finite number >= 0; every costed model is a router profile."""
+    if not math.isfinite(target_per_1k) or target_per_1k < 0:
+        raise ValueError(f"the cost per 1k requests must be a finite number >= 0 "
+                         f"(got {target_per_1k})")
+    for m in costs:
+        _column(router, m)
+    if len(costs) < 2:
+        raise ValueError("give the costs of at least two models (--costs model=USD,...)")
 
 
 def threshold_for_strong_share(
@@ -46,7 +89,7 @@ def threshold_for_strong_share(
         raise ValueError("no prompts to calibrate on")
     if not 0.0 <= target_share <= 1.0:
         raise ValueError("target share must be in [0, 1]")
-    pw = np.sort(router.predict_many(texts)[:, router.profiles.index(weak)])
+    pw = np.sort(router.predict_many(texts)[:, _column(router, weak)])
     k = round(target_share * len(pw))
     if k <= 0:
         return float(pw[0])  # P(weak) >= t for all -> no strong call
@@ -121,6 +164,7 @@ def threshold_for_cost(
 ) -> float:
     """Largest threshold whose expected cost per 1k requests stays <= ``target_per_1k``."""
     _check(texts)
+    _check_costs(router, costs, target_per_1k)
     if cost_per_1k(router, texts, costs, 0.0) > target_per_1k:
         return 0.0
     return _bisect(lambda t: cost_per_1k(router, texts, costs, t), 1.0, 0.0,
@@ -137,6 +181,7 @@ def max_loss_for_cost(
     """Smallest ``max_loss`` whose expected cost per 1k requests stays <= the target (at 1
     every candidate qualifies: the cheapest)."""
     _check(texts)
+    _check_costs(router, costs, target_per_1k)
     return _bisect(lambda d: cost_per_1k_at_loss(router, texts, costs, d), 0.0, 1.0,
                    target_per_1k, iters)
 
@@ -151,6 +196,7 @@ def cost_weight_for_cost(
     """Smallest ``cost_weight`` whose expected cost per 1k requests stays <= the target (at
     2 no predicted gain, at most 1, pays for the dearest model)."""
     _check(texts)
+    _check_costs(router, costs, target_per_1k)
     return _bisect(lambda lam: cost_per_1k_at_weight(router, texts, costs, lam), 0.0, 2.0,
                    target_per_1k, iters)
 
@@ -160,10 +206,12 @@ def _gain_threshold(
 ) -> float:
     """Predicted gain P(strong) - P(weak) above which ``target_share`` of prompts lie."""
     _check(texts)
+    _check_pair(strong, weak)
+    cs, cw = _column(router, strong), _column(router, weak)
     if not 0.0 <= target_share <= 1.0:
         raise ValueError("target share must be in [0, 1]")
     P = router.predict_many(texts)
-    gain = np.sort(P[:, router.profiles.index(strong)] - P[:, router.profiles.index(weak)])
+    gain = np.sort(P[:, cs] - P[:, cw])
     k = len(gain) - round(target_share * len(gain))  # prompts that stay on the weak model
     if k <= 0:
         return float(gain[0]) - 1e-6
@@ -190,6 +238,7 @@ def cost_weight_for_strong_share(
 ) -> float:
     """``cost_weight`` such that about ``target_share`` of prompts go to ``strong``: the
     predicted gain at that quantile over ``1 - c_weak / c_strong``."""
+    _check_pair(strong, weak)
     missing = [m for m in (strong, weak) if m not in costs]
     if missing:
         raise ValueError(f"no cost given for {', '.join(missing)} (--costs model=USD,...)")

@@ -9,7 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .data import DataError, default_data_dir, load_models_json, load_outcomes, load_prompts
+from .data import (
+    MIN_PROFILE_PROMPTS,
+    DataError,
+    default_data_dir,
+    load_models_json,
+    load_outcomes,
+    load_prompts,
+)
 
 __all__ = ["main", "register"]
 
@@ -34,11 +41,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .features import FeatureConfig
     from .train import train_router
 
+    config = FeatureConfig(bits=args.bits)  # bad options fail before the data is read
     ex = load_outcomes(args.data, split=args.split, skip_overlap=args.skip_overlap)
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr))
     router = train_router(
         ex,
-        config=FeatureConfig(bits=args.bits),
+        config=config,
         C=args.C,
         shared_scale=args.shared_scale,
         knn=not args.no_knn,
@@ -151,7 +159,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     router = LearnedRouter.load(_router_path(args.router))
     texts = load_prompts(args.data)
-    costs = {m: float(c) for m, c in (kv.split("=", 1) for kv in args.costs.split(","))}
+    costs = cal.parse_costs(args.costs)
     if args.knob == "quality":
         if args.strong_share is not None:
             t = cal.threshold_for_strong_share(router, texts, args.weak, args.strong_share)
@@ -179,7 +187,8 @@ def _cmd_add_model(args: argparse.Namespace) -> int:
     ex = [e for e in load_outcomes(args.data, split=args.split) if args.model in e.outcomes]
     if not ex:
         raise ValueError(f"model {args.model!r} has no outcome in the data")
-    router.add_profile(args.model, [e.text for e in ex], [e.score(args.model) for e in ex])
+    router.add_profile(args.model, [e.text for e in ex], [e.score(args.model) for e in ex],
+                       min_prompts=args.min_prompts)
     router.save(args.output)
     print(f"wrote {args.output}: added {args.model} from {len(ex)} prompts")
     return 0
@@ -254,6 +263,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     a.add_argument("--model", required=True)
     a.add_argument("--split", default="train", choices=["train", "test", "all"])
     a.add_argument("-o", "--output", required=True)
+    a.add_argument("--min-prompts", type=int, default=MIN_PROFILE_PROMPTS,
+                   help=f"fewest labelled prompts to fit from (default "
+                        f"{MIN_PROFILE_PROMPTS}; a few hundred are better)")
     a.set_defaults(func=_guarded(_cmd_add_model))
 
 

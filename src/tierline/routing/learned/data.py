@@ -12,6 +12,7 @@ A malformed line raises :class:`DataError` whose message names ``file:line``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 from ...types import messages_text
 
 __all__ = [
+    "MIN_PROFILE_PROMPTS",
     "DataError",
     "Example",
     "default_data_dir",
@@ -30,6 +32,9 @@ __all__ = [
 ]
 
 DATA_ENV = "TIERLINE_ROUTING_DATA"
+#: the fewest labelled prompts a new model profile is fitted from (``router add-model``; a
+#: few hundred are better): from a handful, a profile predicts their mean everywhere
+MIN_PROFILE_PROMPTS = 100
 
 
 class DataError(ValueError):
@@ -112,14 +117,24 @@ def _parse_outcomes(raw: Any, path: Path, lineno: int) -> dict[str, Outcome]:
             raise _fail(path, lineno, f"score of {model!r} is not a number")
         if not 0.0 <= float(score) <= 1.0:
             raise _fail(path, lineno, f"score of {model!r} outside [0, 1]: {score}")
-        cost = o.get("cost_usd")
         chars = o.get("output_chars")
         out[str(model)] = Outcome(
             float(score),
-            float(cost) if isinstance(cost, int | float) else None,
+            _cost(o.get("cost_usd"), model, path, lineno),
             int(chars) if isinstance(chars, int) else None,
         )
     return out
+
+
+def _cost(cost: Any, model: str, path: Path, lineno: int) -> float | None:
+    """A line's ``cost_usd``: null, or a finite number >= 0."""
+    if cost is None:
+        return None
+    if isinstance(cost, bool) or not isinstance(cost, int | float):
+        raise _fail(path, lineno, f"cost_usd of {model!r} is not a number: {cost!r}")
+    if not math.isfinite(cost) or cost < 0:
+        raise _fail(path, lineno, f"cost_usd of {model!r} must be finite and >= 0: {cost}")
+    return float(cost)
 
 
 def _iter_objects(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
@@ -199,10 +214,32 @@ def load_prompts(path: str | Path) -> list[str]:
 
 
 def load_models_json(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """Prices ``{model: {input_usd_per_mtok, output_usd_per_mtok, ...}}`` ({} if absent)."""
-    p = Path(path) if path is not None else default_data_dir() / "models.json"
+    """Prices ``{model: {input_usd_per_mtok, output_usd_per_mtok, ...}}``.
+
+    Without ``path``: the default data dir's ``models.json``, ``{}`` if there is none. A file
+    that is given (or exists) but cannot be read or is not a JSON object of objects raises
+    :class:`DataError` - a price file silently ignored would report costs of nothing.
+    """
+    if path is None:
+        p = default_data_dir() / "models.json"
+        if not p.exists():
+            return {}
+    else:
+        p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{p}: invalid JSON ({exc})") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise DataError(f"{p}: expected a JSON object {{model: {{input_usd_per_mtok: ...}}}}")
+    for model, spec in data.items():
+        for key, price in spec.items():
+            if key.endswith("_usd_per_mtok") and price is not None and not _is_price(price):
+                raise DataError(f"{p}: {model}.{key} must be a finite number >= 0: {price!r}")
+    return data
+
+
+def _is_price(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0

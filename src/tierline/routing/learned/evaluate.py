@@ -24,6 +24,10 @@ DEFAULT_OUTPUT_TOKENS = 256
 LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 121)])
 
 
+#: points of the RouteLLM threshold sweep: APGR needs at least two
+MIN_RESULTS, MAX_RESULTS = 2, 100_000
+
+
 class EvalError(ValueError):
     """Evaluation impossible (e.g. a model missing from the data or the router)."""
 
@@ -125,6 +129,9 @@ def two_model_eval(
     both_turns: bool = False,
 ) -> dict[str, Any]:
     """RouteLLM metrics (APGR, CPT50/80) + strong share / cost saving at 95% strong quality."""
+    if isinstance(num_results, bool) or not MIN_RESULTS <= num_results <= MAX_RESULTS:
+        raise EvalError(f"num_results (points of the threshold sweep) must be in "
+                        f"{MIN_RESULTS}..{MAX_RESULTS} (got {num_results})")
     examples, skipped = _require(examples, [strong, weak], router)
     cols = [router.profiles.index(strong), router.profiles.index(weak)]
     P = router.predict_many([e.text for e in examples])[:, cols]

@@ -36,6 +36,9 @@ _WORD_RE = re.compile(r"\w+|[^\w\s]")
 _MUL = np.uint64(0x9E3779B97F4A7C15)
 _BASE = np.uint64(1099511628211)
 N_SHAPE = 8
+#: hash dimension 2**bits: below 2**10 everything collides, above 2**24 the encoder alone
+#: (float32 x models) runs to gigabytes
+MIN_BITS, MAX_BITS = 10, 24
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class FeatureConfig:
     #: (64 / 4.0 picked on the validation carve-out of train, see docs/router-eval.md)
     static_dims: int = 64
     static_weight: float = 4.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bits, bool) or not MIN_BITS <= self.bits <= MAX_BITS:
+            raise ValueError(f"bits must be an integer in {MIN_BITS}..{MAX_BITS} "
+                             f"(2**bits hash buckets; got {self.bits})")
 
 
 _CRC_CACHE_MAX = 50_000  # ~5 MB at most; frequent words fill it first

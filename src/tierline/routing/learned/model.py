@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,16 +33,19 @@ import numpy as np
 import numpy.typing as npt
 
 from .choose import choose
+from .data import MIN_PROFILE_PROMPTS
 from .features import FeatureConfig, Featurizer
 
 __all__ = [
     "KnnGroup",
     "LearnedRouter",
+    "RouterFileError",
     "choose",
     "default_router_path",
     "dequantise_unit",
     "knn_means",
     "quantise_unit",
+    "read_profiles",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -51,6 +56,57 @@ FORMAT_VERSION = 1
 def default_router_path() -> Path:
     """Path of the router shipped inside the package."""
     return Path(str(resources.files("tierline.routing.learned") / "default_router.npz"))
+
+
+class RouterFileError(ValueError):
+    """A router file is missing, unreadable, or not a router written by ``save``."""
+
+
+@contextmanager
+def _open_router(path: str | Path) -> Iterator[Any]:
+    """The ``NpzFile`` of a router file and its parsed JSON header (lazily read arrays);
+    every way of not being a router becomes one :class:`RouterFileError` line."""
+    p = Path(path)
+    if not p.is_file():
+        raise RouterFileError(f"router file {p} does not exist" if not p.exists()
+                              else f"router file {p} is not a file")
+    not_router = f"{p} is not a tierline router file (an .npz written by `tierline router train`)"
+    try:
+        z = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise RouterFileError(not_router) from e
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise RouterFileError(not_router)
+    with z:
+        try:
+            header = json.loads(str(z["header"]))
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as e:
+            raise RouterFileError(not_router) from e
+        if not isinstance(header, dict):
+            raise RouterFileError(not_router)
+        if header.get("format") != FORMAT_VERSION:
+            raise RouterFileError(f"{p}: unsupported router format {header.get('format')!r}")
+        yield z, header
+
+
+def read_profiles(path: str | Path) -> list[str]:
+    """The profiles of a router file, from its header only (cheap: no array is loaded)."""
+    with _open_router(path) as (_, header):
+        try:
+            return [str(m) for m in (*header["base_models"], *header.get("added", []))]
+        except (KeyError, TypeError) as e:
+            raise RouterFileError(f"{path}: damaged router header (no {e})") from e
+
+
+def _check_profile_data(name: str, y: F64, min_prompts: int) -> None:
+    if len(y) < min_prompts:
+        raise ValueError(f"{name!r} has outcomes on {len(y)} prompts; a profile needs at least "
+                         f"{min_prompts} (a few hundred are better)")
+    good = int(np.sum(y >= 0.5))
+    if good == 0 or good == len(y):
+        what = "good" if good else "bad"
+        raise ValueError(f"every outcome of {name!r} is {what} (score {'>=' if good else '<'} "
+                         f"0.5): a profile needs prompts with good and with bad answers")
 
 
 def quantise_unit(v: npt.NDArray[np.floating]) -> npt.NDArray[np.int8]:
@@ -248,19 +304,23 @@ class LearnedRouter:
         *,
         l2: float = 1.0,
         iters: int = 50,
+        min_prompts: int = MIN_PROFILE_PROMPTS,
     ) -> None:
         """Fit a new (or replace an added) profile on frozen prompt features.
 
         Logistic regression on ``z(x)`` with soft labels ``scores`` in [0, 1] and an L2 penalty
-        ``l2`` (Newton's method); nothing else in the router changes.
+        ``l2`` (Newton's method); nothing else in the router changes. It needs at least
+        ``min_prompts`` prompts, with good (score >= 0.5) and bad answers among them: from a
+        handful, or from one outcome only, the fit predicts that outcome everywhere.
         """
         if name in self.base_models:
             raise ValueError(f"{name!r} is a base model of this router; cannot replace it")
         y = np.asarray(scores, dtype=np.float64)
         if len(texts) != len(y) or len(y) == 0:
             raise ValueError("texts and scores must be non-empty and of equal length")
-        if np.any((y < 0) | (y > 1)):
+        if not np.all((y >= 0) & (y <= 1)):
             raise ValueError("scores must be in [0, 1]")
+        _check_profile_data(name, y, min_prompts)
         z = self.encode_many(texts)
         n, k = z.shape
         A = np.hstack([z, np.ones((n, 1))])
@@ -325,44 +385,48 @@ class LearnedRouter:
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedRouter:
-        """Read a router written by :meth:`save`."""
-        with np.load(Path(path), allow_pickle=False) as z:
-            header = json.loads(str(z["header"]))
-            if header.get("format") != FORMAT_VERSION:
-                raise ValueError(f"{path}: unsupported router format {header.get('format')}")
-            fc = header["feature_config"]
-            cfg = FeatureConfig(
-                bits=int(fc["bits"]),
-                char_ngrams=tuple(int(n) for n in fc["char_ngrams"]),
-                word_bigrams=bool(fc["word_bigrams"]),
-                max_chars=int(fc["max_chars"]),
-                char_weight=float(fc["char_weight"]),
-                word_weight=float(fc["word_weight"]),
-                shape_weight=float(fc["shape_weight"]),
-                static_dims=int(fc.get("static_dims", 0)),
-                static_weight=float(fc.get("static_weight", 0.0)),
+        """Read a router written by :meth:`save` (:class:`RouterFileError` if it is not one)."""
+        with _open_router(path) as (z, header):
+            try:
+                return cls._from_npz(z, header)
+            except (KeyError, ValueError, TypeError, OSError, zipfile.BadZipFile) as e:
+                raise RouterFileError(f"{path}: damaged router file ({e})") from e
+
+    @classmethod
+    def _from_npz(cls, z: Any, header: dict[str, Any]) -> LearnedRouter:
+        fc = header["feature_config"]
+        cfg = FeatureConfig(
+            bits=int(fc["bits"]),
+            char_ngrams=tuple(int(n) for n in fc["char_ngrams"]),
+            word_bigrams=bool(fc["word_bigrams"]),
+            max_chars=int(fc["max_chars"]),
+            char_weight=float(fc["char_weight"]),
+            word_weight=float(fc["word_weight"]),
+            shape_weight=float(fc["shape_weight"]),
+            static_dims=int(fc.get("static_dims", 0)),
+            static_weight=float(fc.get("static_weight", 0.0)),
+        )
+        feat = Featurizer(cfg, idf=z["idf"].astype(np.float32))
+        heads = {
+            n: (z["head_u"][i].astype(np.float64), float(z["head_b"][i]))
+            for i, n in enumerate(header["added"])
+        }
+        knn = [
+            KnnGroup(
+                models=list(g["models"]),
+                k=int(g["k"]),
+                weight=float(g["weight"]),
+                vecs=z[f"knn_vecs_{i}"].astype(np.int8),
+                scores=z[f"knn_scores_{i}"].astype(np.float32),
             )
-            feat = Featurizer(cfg, idf=z["idf"].astype(np.float32))
-            heads = {
-                n: (z["head_u"][i].astype(np.float64), float(z["head_b"][i]))
-                for i, n in enumerate(header["added"])
-            }
-            knn = [
-                KnnGroup(
-                    models=list(g["models"]),
-                    k=int(g["k"]),
-                    weight=float(g["weight"]),
-                    vecs=z[f"knn_vecs_{i}"].astype(np.int8),
-                    scores=z[f"knn_scores_{i}"].astype(np.float32),
-                )
-                for i, g in enumerate(header.get("knn") or [])
-            ]
-            return cls(
-                feat,
-                z["encoder"].astype(np.float32),
-                z["encoder_bias"].astype(np.float32),
-                header["base_models"],
-                heads,
-                header.get("meta") or {},
-                knn,
-            )
+            for i, g in enumerate(header.get("knn") or [])
+        ]
+        return cls(
+            feat,
+            z["encoder"].astype(np.float32),
+            z["encoder_bias"].astype(np.float32),
+            header["base_models"],
+            heads,
+            header.get("meta") or {},
+            knn,
+        )

@@ -21,6 +21,7 @@ Procedure (deterministic: lbfgs, no sampling):
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -408,6 +409,14 @@ def _select(
     return options[best], grid[int(np.nanargmax(kscores))]
 
 
+def _check_hyper(C: float | None, shared_scale: float | None) -> None:
+    """``C`` finite and > 0, ``shared_scale`` finite and >= 0 (or ``None``: validated)."""
+    if C is not None and not (math.isfinite(C) and C > 0):
+        raise ValueError(f"C must be a finite number > 0 (got {C})")
+    if shared_scale is not None and not (math.isfinite(shared_scale) and shared_scale >= 0):
+        raise ValueError(f"shared_scale must be a finite number >= 0 (got {shared_scale})")
+
+
 def train_router(
     examples: Sequence[Example],
     *,
@@ -425,6 +434,7 @@ def train_router(
     (validation carve-out of ``examples`` + leave-one-source-out), then is refitted on all;
     with ``knn`` (and static-embedding features) it also picks its kNN ``(k, weight)`` there.
     """
+    _check_hyper(C, shared_scale)
     if not examples:
         raise ValueError("no training examples")
     feat = Featurizer(config or FeatureConfig())
