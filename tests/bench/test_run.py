@@ -144,3 +144,29 @@ async def test_warmup_and_load_modes(mock: BenchMock, tmp_path: Path, write_work
 def _records(run_dir: Path) -> list[dict[str, Any]]:
     from tierline.bench.stats import read_records
     return read_records(run_dir)
+
+
+async def test_failed_requests_are_costed(mock: BenchMock, tmp_path: Path,
+                                          write_workload: Any) -> None:
+    """A stream that fails mid-way without usage was still billed: estimated from the
+    prompt (the gateway's token estimator) + the output received; a request that never
+    started (HTTP 500, timeout before the headers) reports nothing and costs $0."""
+    from tierline.bench.targets import estimate_tokens
+
+    wl = write_workload([item("s", "midway"), item("b", "boom"), item("t", "slow"),
+                         item("c", "cut")])
+    tg = target(mock)
+    s = (await run(tmp_path, wl, [tg], prices=[PRICE], timeout=0.6))["targets"][tg]
+    recs = {r["item_id"]: r for r in _records(tmp_path / "run")}
+    mid = recs["s"]
+    assert mid["error_class"] == "stream_error" and mid["answer"]
+    pt, ct = estimate_tokens([{"role": "user", "content": "midway"}], mid["answer"])
+    assert pt > 0 and ct > 0
+    assert mid["cost_source"] == "estimated"
+    assert mid["cost_usd"] == pytest.approx((pt * 1000 + ct * 2000) / 1e6)
+    assert recs["c"]["cost_source"] == "price" and recs["c"]["cost_usd"] == pytest.approx(COST)
+    assert recs["b"]["cost_source"] == "no_usage" and recs["b"]["cost_usd"] == 0
+    assert recs["t"]["cost_source"] == "no_usage" and recs["t"]["cost_usd"] == 0
+    assert s["cost_usd_total"] == pytest.approx(mid["cost_usd"] + COST)
+    assert any("estimated" in n for n in s["notes"])
+    assert not any("no --price" in n for n in s["notes"])

@@ -32,6 +32,7 @@ class StreamResult:
     finish_reason: str | None = None
     route_model: str | None = None
     route: str | None = None
+    cost_header: str | None = None  # x-tierline-cost-usd (a tierline gateway's answer)
 
 
 def _err_message(raw: bytes) -> str:
@@ -108,6 +109,7 @@ async def stream_chat(session: aiohttp.ClientSession, target: Target, base_url: 
                 res.http_status = resp.status
                 res.route_model = resp.headers.get("x-tierline-model")
                 res.route = resp.headers.get("x-tierline-route")
+                res.cost_header = resp.headers.get("x-tierline-cost-usd")
                 if resp.status != 200:
                     sse.fail(f"http_{resp.status}", _err_message(await resp.read()))
                 else:

@@ -19,8 +19,8 @@ from typing import IO, Any
 import aiohttp
 
 from tierline.bench.checks import JudgeFn, run_checks, validate_checks
-from tierline.bench.client import stream_chat
-from tierline.bench.targets import Target, apply_prices, parse_target, request_cost
+from tierline.bench.client import StreamResult, stream_chat
+from tierline.bench.targets import Price, Target, apply_prices, parse_target, request_cost
 from tierline.bench.workload import BenchError, Item
 
 
@@ -113,13 +113,31 @@ async def _dispatch(items: list[Item], o: BenchOptions,
         await asyncio.gather(*tasks)
 
 
+# the price of a deployment of the in-process gateway, by name (None: unknown)
+PriceOf = Callable[[str | None], Price | None]
+
+
+def _no_prices(_: str | None) -> Price | None:
+    return None
+
+
+def cost_of(t: Target, r: StreamResult, messages: list[dict[str, Any]], prices: PriceOf
+            ) -> tuple[float, str]:
+    """What one request cost: as reported, else priced (the target's --price, or for an
+    in-process target the catalog price of the deployment that served it), else
+    estimated when it started without reporting usage (see `request_cost`)."""
+    price = t.price if t.price is not None or not t.in_process else prices(r.route_model)
+    return request_cost(t, r.usage, price=price, header=r.cost_header,
+                        started=r.http_status == 200, messages=messages, partial=r.text)
+
+
 def _judge_fn(session: aiohttp.ClientSession, judge: Target, base: Callable[[Target], str],
-              timeout: float) -> JudgeFn:
+              timeout: float, prices: PriceOf) -> JudgeFn:
     async def call(prompt: str) -> tuple[str, float]:
-        req = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 16,
-               "temperature": 0}
+        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+        req = {"messages": messages, "max_tokens": 16, "temperature": 0}
         r = await stream_chat(session, judge, base(judge), req, timeout)
-        cost, _ = request_cost(judge, r.usage)
+        cost, _ = cost_of(judge, r, messages, prices)
         if not r.ok:
             raise RuntimeError(f"{r.error_class}: {r.error}")
         return r.text, cost
@@ -128,9 +146,10 @@ def _judge_fn(session: aiohttp.ClientSession, judge: Target, base: Callable[[Tar
 
 class _Run:
     def __init__(self, o: BenchOptions, targets: list[Target], judge: Target | None,
-                 gateway_url: str | None, out: IO[str]) -> None:
+                 gateway_url: str | None, out: IO[str], prices: PriceOf = _no_prices
+                 ) -> None:
         self.o, self.targets, self.judge = o, targets, judge
-        self.gateway_url, self.out = gateway_url, out
+        self.gateway_url, self.out, self.prices = gateway_url, out, prices
         self.seq = 0
         self.t_start = time.perf_counter()
 
@@ -146,7 +165,7 @@ class _Run:
         seq = self.seq
         started = time.perf_counter() - self.t_start
         r = await stream_chat(session, t, self.base(t), item.request, self.o.timeout)
-        cost, source = request_cost(t, r.usage)
+        cost, source = cost_of(t, r, item.messages, self.prices)
         usage = r.usage or {}
         ctoks = int(usage.get("completion_tokens") or 0)
         results = (await run_checks(item.checks, r.text, item, judge)
@@ -185,7 +204,7 @@ class _Run:
     async def target(self, session: aiohttp.ClientSession, t: Target,
                      tick: Callable[[str, _Live], None]) -> None:
         live = _Live()
-        judge = (_judge_fn(session, self.judge, self.base, self.o.timeout)
+        judge = (_judge_fn(session, self.judge, self.base, self.o.timeout, self.prices)
                  if self.judge else None)
         if self.o.warmup > 0:
             src = _cycle(self.o.items, True)
@@ -219,15 +238,21 @@ def resolve_targets(o: BenchOptions) -> tuple[list[Target], Target | None]:
 
 
 @contextlib.contextmanager
-def _gateway(needed: bool, config: str | None) -> Iterator[str | None]:
+def _gateway(needed: bool, config: str | None) -> Iterator[tuple[str | None, PriceOf]]:
+    """(base URL, deployment prices) of the in-process gateway, when a target needs it."""
     if not needed:
-        yield None
+        yield None, _no_prices
         return
     from tierline.config import load_config
     from tierline.gateway.server import GatewayThread
 
     with GatewayThread(load_config(config)) as g:
-        yield g.base_url
+        deployments = g.app.catalog.deployments
+
+        def price_of(name: str | None) -> Price | None:
+            dep = deployments.get(name) if name else None
+            return Price(dep.price.input, dep.price.output) if dep is not None else None
+        yield g.base_url, price_of
 
 
 def _progress(o: BenchOptions, total: int) -> Any:
@@ -254,9 +279,9 @@ async def run_bench(o: BenchOptions) -> dict[str, Any]:
                                ensure_ascii=False) + "\n")
     needed = any(t.in_process for t in targets) or bool(judge and judge.in_process)
     t0 = time.time()
-    with _gateway(needed, o.config) as gw_url, \
+    with _gateway(needed, o.config) as (gw_url, prices), \
             (o.out / "requests.jsonl").open("w", encoding="utf-8") as out:
-        run = _Run(o, targets, judge, gw_url, out)
+        run = _Run(o, targets, judge, gw_url, out, prices)
         conn = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=conn) as session:
             with _progress(o, len(o.items)) as prog:

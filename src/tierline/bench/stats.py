@@ -123,6 +123,10 @@ def summarize_target(recs: list[dict[str, Any]], slo_ttft_ms: float,
     if "none" in sources:
         s["notes"].append("some requests have no reported cost and no --price: "
                           "counted as $0")
+    n_est = sum(1 for r in measured if r["cost_source"] == "estimated")
+    if n_est:
+        s["notes"].append(f"{n_est} request(s) reported no usage (e.g. a stream that failed "
+                          "mid-way): cost estimated from the prompt and the output received")
     if s["checked"] == 0 and n:
         s["notes"].append("no checks: every successful response counts as useful")
     return s
