@@ -22,7 +22,17 @@ def test_parse_number(text: str, n: float | None) -> None:
 
 @pytest.mark.parametrize(("text", "c"), [("B", "B"), ("(c) because", "C"),
                                          ("The answer is D.", "D"), ("**A**", "A"),
-                                         ("no idea", None)])
+                                         ("no idea", None),
+                                         # English "I" / "A" / "a" are not letters
+                                         ("I think it's (C).", "C"),
+                                         ("The answer is a tricky one, but I'd say (C).",
+                                          "C"),
+                                         ("A lot of people say B, but it is (D)", "D"),
+                                         ("It is a hard one", None),
+                                         # the last explicit marker wins
+                                         ("Not (A): the answer is B", "B"),
+                                         ("Answer: C", "C"), ("I am unsure.\nE", "E"),
+                                         ("B) because", "B"), ("option (J)", "J")])
 def test_parse_choice(text: str, c: str | None) -> None:
     assert parse_choice(text) == c
 
@@ -42,6 +52,14 @@ def test_verdicts() -> None:
     assert parse_verdict("CORRECT") == "correct"
     assert parse_verdict("Incorrect.") == "incorrect"
     assert parse_verdict("NOT ATTEMPTED") == "not_attempted"
+    assert parse_verdict("not_attempted") == "not_attempted"
+    # negation: "not correct" is not correct
+    assert parse_verdict("Not correct.") == "incorrect"
+    assert parse_verdict("The answer is not correct") == "incorrect"
+    assert parse_verdict("It isn't entirely correct.") == "incorrect"
+    assert parse_verdict("Not a refusal. Correct.") == "correct"  # another clause
+    assert parse_verdict("Correct - not incorrect") == "correct"  # the first one decides
+    assert parse_verdict("no idea") == "incorrect"
 
 
 def test_targets_and_prices() -> None:

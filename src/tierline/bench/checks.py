@@ -2,7 +2,8 @@
 
 `run_checks` returns one `CheckResult` per check; an item passes when every check
 passes. The judge check asks a judge target for a three-way verdict (correct /
-incorrect / not_attempted); its cost is accounted by the caller.
+incorrect / not_attempted, read by `verdict_of`); its cost is accounted by the caller.
+`validate_checks` checks every field up front, before any request is sent.
 """
 
 from __future__ import annotations
@@ -22,11 +23,20 @@ JudgeFn = Callable[[str], Awaitable[tuple[str, float]]]
 CHECK_TYPES = ("contains", "regex", "exact", "number", "choice", "json_schema", "python",
                "judge")
 _NUM_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
-_CHOICE_RES = [
-    re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*\(?\**([A-J])\b", re.I),
-    re.compile(r"^\s*\(?\**([A-J])\**\)?(?:[.):\s]|$)"),
-    re.compile(r"\(([A-J])\)", re.I),
+# Explicit multiple-choice markers (the last one in the answer wins): a parenthesised
+# letter "(C)", "answer is C" / "answer: C" / "option C" / "choice C" (the letter upper-
+# case: "the answer is a tricky one" names no letter), a bold letter "**C**", and a line
+# that is only a letter ("C", "C.", "(c)"). A bare "I" or "A" in running text is English,
+# never a letter. Without any marker, an answer that starts with "C)", "C." or "C:"
+# counts.
+_CHOICE_MARKERS = [
+    re.compile(r"\(([A-Ja-j])\)"),
+    re.compile(r"\b(?i:answer|option|choice)(?:\s+(?i:is|would\s+be))?\s*:?[\s(*]*"
+               r"\b([A-J])\b(?!')"),
+    re.compile(r"\*\*\(?([A-J])\)?\*\*"),
+    re.compile(r"^[ \t>*_-]*\(?([A-Ja-j])\)?[.):]?[ \t*_]*$", re.M),
 ]
+_CHOICE_LEAD = re.compile(r"^\s*\**\(?([A-J])\**[.):](?:\s|$)")
 JUDGE_PROMPT = """You are grading an answer to a request.
 
 Request:
@@ -83,11 +93,15 @@ def parse_number(text: str) -> float | None:
 
 
 def parse_choice(text: str) -> str | None:
-    for rx in _CHOICE_RES:
-        m = rx.search(text.strip())
-        if m:
-            return m.group(1).upper()
-    return None
+    """The multiple-choice letter (A-J) an answer gives, or None: the last explicit
+    marker (see `_CHOICE_MARKERS`), else a leading "C)" / "C." / "C:"."""
+    found: list[tuple[int, str]] = []
+    for rx in _CHOICE_MARKERS:
+        found.extend((m.start(1), m.group(1)) for m in rx.finditer(text))
+    if found:
+        return max(found)[1].upper()
+    m = _CHOICE_LEAD.match(text)
+    return m.group(1) if m else None
 
 
 def extract_json(text: str) -> Any:
@@ -174,15 +188,42 @@ def check_sync(c: dict[str, Any], answer: str, item: Item) -> CheckResult:
     raise BenchError(f"unknown check type {t!r}")
 
 
+_CLAUSE = re.compile(r"[.;:,!?\n]+")
+_WORD = re.compile(r"[A-Z]+(?:'[A-Z]+)?")
+
+
+def _negator(word: str) -> bool:
+    return word in ("NOT", "NEVER") or word.endswith("N'T") or word in ("ISNT", "ARENT")
+
+
+def verdict_of(text: str) -> str | None:
+    """The judge's verdict, or None when the reply names none. Grammar (case-insensitive,
+    `_` and `-` read as spaces): the reply is split into clauses at . ; : , ! ? and line
+    breaks; the first verdict phrase in reading order decides:
+
+    - `NOT ATTEMPTED` -> not_attempted
+    - `INCORRECT` -> incorrect
+    - `CORRECT` -> correct, unless a negator (`not`, `never`, `...n't`) is among the three
+      words before it in the same clause ("Not correct.", "is not entirely correct",
+      "isn't correct") -> incorrect
+    """
+    norm = text.upper().replace("_", " ").replace("-", " ").replace("\u2019", "'")
+    for clause in _CLAUSE.split(norm):
+        words = _WORD.findall(clause)
+        for i, w in enumerate(words):
+            if w == "NOTATTEMPTED" or (w == "NOT" and words[i + 1:i + 2] == ["ATTEMPTED"]):
+                return "not_attempted"
+            if w == "INCORRECT":
+                return "incorrect"
+            if w == "CORRECT":
+                return "incorrect" if any(map(_negator, words[max(0, i - 3):i])) \
+                    else "correct"
+    return None
+
+
 def parse_verdict(text: str) -> str:
-    t = text.upper().replace("-", "_").replace(" ", "_")
-    if "NOT_ATTEMPTED" in t:
-        return "not_attempted"
-    if "INCORRECT" in t:
-        return "incorrect"
-    if "CORRECT" in t:
-        return "correct"
-    return "incorrect"
+    """`verdict_of`, a reply without a verdict counting as incorrect."""
+    return verdict_of(text) or "incorrect"
 
 
 async def run_checks(checks: list[dict[str, Any]], answer: str, item: Item,
@@ -201,7 +242,8 @@ async def run_checks(checks: list[dict[str, Any]], answer: str, item: Item,
         except Exception as e:
             out.append(CheckResult("judge", False, f"judge failed: {e}"[:200]))
             continue
-        verdict = parse_verdict(text)
-        out.append(CheckResult("judge", verdict == "correct", verdict=verdict,
-                               cost_usd=cost))
+        verdict = verdict_of(text)
+        out.append(CheckResult("judge", verdict == "correct",
+                               "" if verdict else f"no verdict in {text[:80]!r}",
+                               verdict=verdict or "incorrect", cost_usd=cost))
     return out
