@@ -129,3 +129,44 @@ async def test_bad_input_is_one_line_error(tmp_path: Path,
     assert await cli("bench", "run", str(good), "--target", "http://127.0.0.1:9#m",
                      "--out", str(tmp_path / "o")) == 2
     assert "--judge" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("bad", "says"), [
+    ({"checks": [{"type": "number", "value": "forty-two"}]}, "'value' must be a number"),
+    ({"checks": [{"type": "regex", "pattern": "(unclosed"}]}, "invalid regex"),
+    ({"checks": [{"type": "number", "value": 4, "tolerance": "x"}]},
+     "'tolerance' must be a number"),
+    ({"checks": [{"type": "choice", "value": "maybe"}]}, "one letter A-J"),
+    ({"checks": [{"type": "python", "ref": "nosuchmod:f"}]}, "nosuchmod"),
+    ({"checks": [{"type": "json_schema", "schema": {"type": 5}}]}, "invalid json_schema"),
+    ({"timestamp": "yesterday"}, "'timestamp' must be a number"),
+    ({"request": {"messages": ["hi"]}}, "message 1 must be an object"),
+])
+async def test_bad_workload_fails_before_any_request(
+        mock: BenchMock, tmp_path: Path, bad: dict[str, Any], says: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad check or item anywhere in the workload is a one-line error naming its line,
+    before the first request is sent (not a traceback mid-run, after spending money)."""
+    wl = tmp_path / "wl.jsonl"
+    wl.write_text(json.dumps(item("good", "say yes")) + "\n"
+                  + json.dumps({**item("bad", "say yes"), **bad}) + "\n")
+    out = tmp_path / "o"
+    assert await cli("bench", "run", str(wl), "--target", f"{mock.url}/v1#m", "--out",
+                     str(out), "--no-progress") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tierline: error: workload line 2 (item 'bad')") and says in err
+    assert len(err.strip().splitlines()) == 1
+    assert mock.requests == [] and not out.exists()
+
+
+async def test_bad_default_check_and_bom(mock: BenchMock, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    wl = tmp_path / "wl.jsonl"
+    wl.write_bytes(b"\xef\xbb\xbf" + json.dumps(item("a", "say yes")).encode() + b"\n")
+    assert await cli("bench", "run", str(wl), "--target", f"{mock.url}/v1#m", "--out",
+                     str(tmp_path / "o"), "--check", '{"type": "regex", "pattern": "("}',
+                     "--no-progress") == 2
+    assert "--check: invalid regex" in capsys.readouterr().err and mock.requests == []
+    # a UTF-8 BOM (Windows editors) is accepted
+    assert await cli("bench", "run", str(wl), "--target", f"{mock.url}/v1#m", "--out",
+                     str(tmp_path / "o"), "--no-progress", "--no-plots") == 0

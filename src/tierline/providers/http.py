@@ -6,8 +6,11 @@ vendor), plus the mapping of transport failures and upstream error statuses onto
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import math
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -57,20 +60,39 @@ class Timeouts:
                         dep.idle_timeout or self.idle, dep.total_timeout or self.total)
 
 
+#: a retry-after beyond this is not a retry hint but an outage (or garbage): capped
+MAX_RETRY_AFTER = 86_400.0
+
+
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from `retry-after-ms` or `retry-after` (seconds or an HTTP date);
+    None when absent or unreadable. Never negative, never infinite (capped at a day)."""
     ms = headers.get("retry-after-ms")
     if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
+        v = _finite(ms)
+        if v is not None:
+            return min(MAX_RETRY_AFTER, max(0.0, v / 1000.0))
     s = headers.get("retry-after")
-    if s:
+    if not s:
+        return None
+    v = _finite(s)
+    if v is None:
         try:
-            return max(0.0, float(s))
-        except ValueError:
+            when = email.utils.parsedate_to_datetime(s)
+        except (TypeError, ValueError, IndexError):
             return None
-    return None
+        if when.tzinfo is None:
+            return None
+        v = when.timestamp() - time.time()
+    return min(MAX_RETRY_AFTER, max(0.0, v))
+
+
+def _finite(text: str) -> float | None:
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
 
 
 def error_message_of(body: bytes) -> str:
