@@ -170,3 +170,43 @@ async def test_bad_default_check_and_bom(mock: BenchMock, tmp_path: Path,
     # a UTF-8 BOM (Windows editors) is accepted
     assert await cli("bench", "run", str(wl), "--target", f"{mock.url}/v1#m", "--out",
                      str(tmp_path / "o"), "--no-progress", "--no-plots") == 0
+
+
+async def test_compare_small_n_is_never_significant(mock: BenchMock, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]
+                                                    ) -> None:
+    """2 requests passing vs 2 failing: not "significant" (too few requests), and the
+    pass-rate CIs are Wilson intervals, not zero-width."""
+    tg = f"{mock.url}/v1#m"
+    runs = []
+    for name, value in (("a", "Paris"), ("b", "Madrid")):
+        wl = tmp_path / f"{name}.jsonl"
+        wl.write_text("".join(json.dumps(item(f"q{k}", "capital of France",
+                                              [{"type": "contains", "value": value}])) + "\n"
+                              for k in range(2)))
+        runs.append(tmp_path / name)
+        assert await cli("bench", "run", str(wl), "--target", tg, "--out", str(runs[-1]),
+                         "--no-progress", "--no-plots") == 0
+    sa = json.loads((runs[0] / "summary.json").read_text())["targets"][tg]
+    assert sa["pass_rate"] == 1.0 and sa["pass_rate_ci"][0] < 0.5
+    assert sa["goodput_ci"][1] == 1.0
+    capsys.readouterr()
+    assert await cli("bench", "compare", str(runs[0]), str(runs[1])) == 0
+    out = capsys.readouterr().out
+    pass_row = next(r for r in out.splitlines() if "| pass_rate |" in r)
+    assert "too few requests" in pass_row and "significant" not in out
+
+
+async def test_no_latency_data_is_not_an_overlap(mock: BenchMock, tmp_path: Path,
+                                                 write_workload: Any) -> None:
+    from tierline.bench.runner import BenchOptions, run_bench
+    from tierline.bench.workload import load_workload
+
+    wl = write_workload([item(f"q{k}", "say yes") for k in range(10)])
+    tg, dead = f"{mock.url}/v1#m", "http://127.0.0.1:9/v1#x"
+    s = await run_bench(BenchOptions(items=load_workload(wl), targets=[tg, dead],
+                                     out=tmp_path / "run", concurrency=10, progress=False,
+                                     plots=False))
+    lat = [w for w in s["warnings"] if w.startswith("p50 latency")]
+    assert len(lat) == 1 and "overlap" not in lat[0]
+    assert lat[0].endswith(f"no latency data for {dead} (no successful request)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tierline.bench.checks import check_sync, parse_choice, parse_number, parse_verdict
-from tierline.bench.stats import bootstrap_ci, dist, overlaps
+from tierline.bench.stats import bootstrap_ci, dist, overlaps, wilson_ci
 from tierline.bench.targets import apply_prices, parse_target, request_cost
 from tierline.bench.workload import BenchError, Item, parse_item, sample
 
@@ -103,3 +103,15 @@ def test_stats() -> None:
     assert bootstrap_ci([0, 1] * 50) == bootstrap_ci([0, 1] * 50)  # fixed seed
     assert dist([])["p50"] is None
     assert overlaps([0.1, 0.5], [0.4, 0.9]) and not overlaps([0.1, 0.2], [0.3, 0.4])
+
+
+def test_wilson_intervals_do_not_collapse() -> None:
+    """0/2 and 2/2 are not certainties: Wilson intervals keep their width (a bootstrap
+    gives [0, 0] and [1, 1], and calls them different)."""
+    lo, hi = wilson_ci(0, 2)
+    assert lo == 0.0 and hi == pytest.approx(0.6576, abs=1e-4)
+    lo, hi = wilson_ci(2, 2)
+    assert lo == pytest.approx(0.3424, abs=1e-4) and hi == 1.0
+    assert overlaps(list(wilson_ci(0, 2)), list(wilson_ci(2, 2)))
+    assert wilson_ci(8, 20) == pytest.approx((0.2188, 0.6134), abs=1e-4)
+    assert overlaps(None, [0.1, 0.2]) is None  # no data is not "overlap"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -69,16 +70,83 @@ class CheckResult:
         return d
 
 
+_NEEDS = {"contains": "value", "exact": "value", "number": "value", "choice": "value",
+          "regex": "pattern", "json_schema": "schema", "python": "ref"}
+
+
+def _number(c: dict[str, Any], key: str, where: str) -> float:
+    v = c[key]
+    try:
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise ValueError
+        x = float(v)
+    except ValueError:
+        raise BenchError(f"{where}: a {c['type']} check's '{key}' must be a number, "
+                         f"got {v!r}") from None
+    if not math.isfinite(x):
+        raise BenchError(f"{where}: a {c['type']} check's '{key}' must be finite, got {v!r}")
+    return x
+
+
+def validate_check(c: dict[str, Any], where: str) -> None:
+    """Every field of one check, so that a bad workload fails before any request is sent
+    (not mid-run, after spending money)."""
+    t = c.get("type")
+    if t not in CHECK_TYPES:
+        raise BenchError(f"{where}: unknown check type {t!r} "
+                         f"(one of {', '.join(CHECK_TYPES)})")
+    need = _NEEDS.get(t)
+    if need and need not in c:
+        raise BenchError(f"{where}: a {t} check needs '{need}'")
+    if "ignore_case" in c and not isinstance(c["ignore_case"], bool):
+        raise BenchError(f"{where}: 'ignore_case' must be true or false")
+    if t in ("contains", "exact") and (isinstance(c["value"], bool)
+                                       or not isinstance(c["value"], str | int | float)):
+        raise BenchError(f"{where}: a {t} check's 'value' must be a string")
+    elif t == "regex":
+        if not isinstance(c["pattern"], str):
+            raise BenchError(f"{where}: a regex check's 'pattern' must be a string")
+        try:
+            re.compile(c["pattern"])
+        except re.error as e:
+            raise BenchError(f"{where}: invalid regex {c['pattern']!r}: {e}") from None
+    elif t == "number":
+        _number(c, "value", where)
+        if "tolerance" in c and _number(c, "tolerance", where) < 0:
+            raise BenchError(f"{where}: a number check's 'tolerance' must not be negative")
+    elif t == "choice" and not (isinstance(c["value"], str)
+                                and re.fullmatch(r"\s*[A-Ja-j]\s*", c["value"])):
+        raise BenchError(f"{where}: a choice check's 'value' must be one letter A-J, "
+                         f"got {c['value']!r}")
+    elif t == "json_schema":
+        _validate_schema(c["schema"], where)
+    elif t == "python":
+        if not isinstance(c["ref"], str):
+            raise BenchError(f"{where}: a python check's 'ref' must be 'module:function'")
+        try:
+            _load_ref(c["ref"])
+        except BenchError as e:
+            raise BenchError(f"{where}: {e.message}") from None
+    elif t == "judge" and not isinstance(c.get("rubric", ""), str):
+        raise BenchError(f"{where}: a judge check's 'rubric' must be a string")
+
+
+def _validate_schema(schema: Any, where: str) -> None:
+    import jsonschema
+
+    if not isinstance(schema, dict | bool):
+        raise BenchError(f"{where}: a json_schema check's 'schema' must be an object")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise BenchError(f"{where}: invalid json_schema: {e.message}"[:300]) from None
+
+
 def validate_checks(checks: list[dict[str, Any]], where: str) -> None:
-    for c in checks:
-        t = c.get("type")
-        if t not in CHECK_TYPES:
-            raise BenchError(f"{where}: unknown check type {t!r} "
-                             f"(one of {', '.join(CHECK_TYPES)})")
-        need = {"contains": "value", "exact": "value", "number": "value", "choice": "value",
-                "regex": "pattern", "json_schema": "schema", "python": "ref"}.get(t)
-        if need and need not in c:
-            raise BenchError(f"{where}: a {t} check needs '{need}'")
+    for k, c in enumerate(checks, 1):
+        if not isinstance(c, dict):
+            raise BenchError(f"{where}: check {k} is not an object")
+        validate_check(c, f"{where}, check {k}" if len(checks) > 1 else where)
 
 
 def parse_number(text: str) -> float | None:

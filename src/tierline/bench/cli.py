@@ -120,13 +120,18 @@ def cmd_report(a: argparse.Namespace) -> int:
 def _row(name: str, key: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     va, vb = get_path(a, key), get_path(b, key)
     delta = "-" if va is None or vb is None else f"{vb - va:+.6g}"
-    ci_key = {"pass_rate": "pass_rate_ci", "e2e_ms.p50": "e2e_ms.p50_ci",
-              "ttft_ms.p50": "ttft_ms.p50_ci"}.get(key)
+    ci_key = {"pass_rate": "pass_rate_ci", "goodput": "goodput_ci",
+              "e2e_ms.p50": "e2e_ms.p50_ci", "ttft_ms.p50": "ttft_ms.p50_ci"}.get(key)
     overlap = ""
     if ci_key:
-        from tierline.bench.stats import overlaps
-        ca, cb = get_path(a, ci_key), get_path(b, ci_key)
-        overlap = "yes (not significant)" if overlaps(ca, cb) else "no (significant)"
+        from tierline.bench.stats import MIN_N, overlaps
+        ov = overlaps(get_path(a, ci_key), get_path(b, ci_key))
+        if min(a.get("n") or 0, b.get("n") or 0) < MIN_N:
+            overlap = f"too few requests (n < {MIN_N})"
+        elif ov is None:
+            overlap = "no data"
+        else:
+            overlap = "yes (not significant)" if ov else "no (significant)"
     return [name, key, "-" if va is None else f"{va:.6g}", "-" if vb is None else f"{vb:.6g}",
             delta, overlap]
 
