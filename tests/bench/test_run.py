@@ -170,3 +170,37 @@ async def test_failed_requests_are_costed(mock: BenchMock, tmp_path: Path,
     assert s["cost_usd_total"] == pytest.approx(mid["cost_usd"] + COST)
     assert any("estimated" in n for n in s["notes"])
     assert not any("no --price" in n for n in s["notes"])
+
+
+async def test_decode_rate_and_tool_call_ttft(tmp_path: Path, write_workload: Any) -> None:
+    """Decode rate = (completion_tokens - 1) / (e2e - ttft), undefined (None) when the
+    whole output came in one chunk; the per-target value is the real median. A tool-call
+    answer has a first token (so it can count in goodput)."""
+    import statistics
+
+    m = BenchMock({"fast": {"delay": 0.01}, "slow": {"delay": 0.05},
+                   "one chunk": {"chunks": 1, "completion_tokens": 40},
+                   "weather": {"text": None, "tool_calls": [("get_weather", {"c": "Oslo"})]}},
+                  latency=0.02, completion_tokens=9)
+    await m.start()
+    try:
+        wl = write_workload([item("f", "fast"), item("s", "slow"), item("o", "one chunk"),
+                             item("w", "weather?")])
+        tg = target(m)
+        s = (await run(tmp_path, wl, [tg]))["targets"][tg]
+    finally:
+        await m.stop()
+    recs = {r["item_id"]: r for r in _records(tmp_path / "run")}
+    for i in ("f", "s"):
+        r = recs[i]
+        assert r["output_tokens_per_s"] == pytest.approx(
+            8 / ((r["e2e_ms"] - r["ttft_ms"]) / 1000))
+        assert r["tpot_ms"] == pytest.approx((r["e2e_ms"] - r["ttft_ms"]) / 8)
+    assert recs["o"]["ttft_ms"] is not None and recs["o"]["output_tokens_per_s"] is None
+    assert recs["o"]["tpot_ms"] is None
+    tps = [recs[i]["output_tokens_per_s"] for i in ("f", "s", "w")]
+    assert s["output_tokens_per_s"] == pytest.approx(statistics.median(tps), abs=1e-3)
+    w = recs["w"]
+    assert w["ok"] and w["answer"] == "" and w["passed"]
+    assert w["ttft_ms"] is not None and 20 <= w["ttft_ms"] < w["e2e_ms"]
+    assert s["good"] == 4 and s["goodput"] == 1.0

@@ -172,19 +172,21 @@ class _Run:
                    if r.ok and item.checks else [])
         judge_cost = sum(c.cost_usd for c in results)
         passed = r.ok and all(c.passed for c in results)
-        decode_s = (r.e2e_ms - (r.ttft_ms or 0.0)) / 1000
+        # decode: from the first token to the end, over the tokens after the first; not
+        # defined when the whole output came in one chunk (nothing was seen decoding)
+        decode_ms = (r.e2e_ms - r.ttft_ms
+                     if r.ttft_ms is not None and r.itl_ms and ctoks > 1 else None)
         rec: dict[str, Any] = {
             "seq": seq, "target": t.name, "item_id": item.id, "warmup": warmup,
             "t_start_s": round(started, 6), "ok": r.ok, "error_class": r.error_class,
             "http_status": r.http_status, "error": r.error,
             "ttft_ms": r.ttft_ms, "e2e_ms": r.e2e_ms,
-            "tpot_ms": ((r.e2e_ms - r.ttft_ms) / (ctoks - 1)
-                        if r.ttft_ms is not None and ctoks > 1 else None),
+            "tpot_ms": decode_ms / (ctoks - 1) if decode_ms else None,
             "itl_ms": [round(x, 3) for x in r.itl_ms],
             "prompt_tokens": int(usage.get("prompt_tokens") or 0),
             "completion_tokens": ctoks,
-            "output_tokens_per_s": (ctoks / decode_s if r.ok and ctoks and decode_s > 0
-                                    else None),
+            "output_tokens_per_s": ((ctoks - 1) / (decode_ms / 1000)
+                                    if r.ok and decode_ms else None),
             "prompt_chars": len(item.prompt_text),
             "cost_usd": cost, "cost_source": source, "judge_cost_usd": judge_cost,
             "route_model": r.route_model, "route": r.route,

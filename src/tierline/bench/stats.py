@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def summarize_target(recs: list[dict[str, Any]], slo_ttft_ms: float,
         "e2e_ms": dist([r["e2e_ms"] for r in ok]),
         "tpot_ms": dist([r["tpot_ms"] for r in ok if r.get("tpot_ms") is not None]),
         "itl_ms": dist([x for r in ok for x in r.get("itl_ms") or []]),
-        "output_tokens_per_s": (round(float(sorted(tps)[len(tps) // 2]), 3) if tps else None),
+        "output_tokens_per_s": round(statistics.median(tps), 3) if tps else None,
         "throughput_output_tokens_per_s": round(out_tokens / span, 3) if span > 0 else None,
         "prompt_tokens_total": sum(int(r["prompt_tokens"]) for r in ok),
         "completion_tokens_total": out_tokens,
