@@ -99,18 +99,20 @@ async def test_import_log(tmp_path: Path) -> None:
     log = RequestLog(db)
     now = time.time()
     msgs = [{"role": "user", "content": "hi"}]
-    log.write(LogRecord(id="r1", ts=now, status=200, requested_model="auto",
-                        prompt=json.dumps(msgs), completion_tokens=40))
-    log.write(LogRecord(id="r2", ts=now + 1.5, status=502, requested_model="local/x",
-                        prompt=json.dumps(msgs)))
+    # ts is when a request finished: r1 arrived first (at now - 3) but finished last
+    log.write(LogRecord(id="r1", ts=now + 2, status=200, requested_model="auto",
+                        prompt=json.dumps(msgs), completion_tokens=40, latency_ms=5000))
+    log.write(LogRecord(id="r2", ts=now, status=502, requested_model="local/x",
+                        prompt=json.dumps(msgs), latency_ms=500))
     log.write(LogRecord(id="r3", ts=now + 2, status=200))  # prompt logging was off
     log.close()
     out = tmp_path / "wl.jsonl"
     assert await cli("bench", "import-log", str(db), "-o", str(out)) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert [r["id"] for r in rows] == ["r1", "r2"]
+    assert [r["id"] for r in rows] == ["r1", "r2"]  # arrival order
     assert rows[0]["request"] == {"messages": msgs, "model": "auto", "max_tokens": 40}
-    assert rows[1]["timestamp"] - rows[0]["timestamp"] == pytest.approx(1.5)
+    assert rows[0]["timestamp"] == pytest.approx(now - 3, abs=1e-3)
+    assert rows[1]["timestamp"] - rows[0]["timestamp"] == pytest.approx(2.5, abs=1e-3)
     assert await cli("bench", "import-log", str(db), "-o", str(out), "--only-ok") == 0
     assert len(out.read_text().splitlines()) == 1
     from tierline.bench.workload import load_workload

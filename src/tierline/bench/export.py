@@ -62,7 +62,9 @@ def write_jsonl(lines: list[dict[str, Any]], path: Path) -> None:
 
 def import_log(log_path: Path, only_ok: bool = False, model: str | None = None
                ) -> tuple[list[dict[str, Any]], int]:
-    """(workload lines, rows skipped for lack of a logged prompt)."""
+    """(workload lines in arrival order, rows skipped for lack of a logged prompt). An
+    item's `timestamp` is the request's arrival: the logged completion time `ts` minus
+    its `latency_ms`, so that `--replay` sends requests in the order they came."""
     import sqlite3
 
     from tierline.accounting.log import read_rows
@@ -93,10 +95,13 @@ def import_log(log_path: Path, only_ok: bool = False, model: str | None = None
             req["model"] = m
         if row.get("completion_tokens"):
             req["max_tokens"] = max(16, int(row["completion_tokens"]))
+        # the log's ts is when the request finished: it arrived latency_ms earlier
+        arrival = float(row["ts"]) - float(row.get("latency_ms") or 0.0) / 1000
         out.append({"id": str(row["id"]), "request": req, "checks": [],
-                    "timestamp": float(row["ts"]),
+                    "timestamp": round(arrival, 6),
                     "logged": {"deployment": row.get("deployment"),
                                "status": row.get("status"),
                                "latency_ms": row.get("latency_ms"),
                                "ttft_ms": row.get("ttft_ms")}})
+    out.sort(key=lambda x: x["timestamp"])  # arrival order (the log is in finish order)
     return out, skipped
