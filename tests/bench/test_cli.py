@@ -212,3 +212,28 @@ async def test_no_latency_data_is_not_an_overlap(mock: BenchMock, tmp_path: Path
     lat = [w for w in s["warnings"] if w.startswith("p50 latency")]
     assert len(lat) == 1 and "overlap" not in lat[0]
     assert lat[0].endswith(f"no latency data for {dead} (no successful request)")
+
+
+async def test_export_leaves_out_transport_failures(mock: BenchMock, tmp_path: Path,
+                                                    write_workload: Any,
+                                                    capsys: pytest.CaptureFixture[str]
+                                                    ) -> None:
+    """A 500, a broken stream or a refused connection is no quality observation: not a
+    score of 0 in the routing outcomes, just counted on stderr."""
+    chk = [{"type": "contains", "value": "Paris"}]
+    wl = write_workload([item("ok", "capital of France", chk), item("boom", "boom", chk),
+                         item("mid", "midway", chk), item("wrong", "capital of Spain", chk)])
+    tg, dead = f"{mock.url}/v1#m", "http://127.0.0.1:9/v1#x"
+    run = tmp_path / "run"
+    assert await cli("bench", "run", str(wl), "--target", tg, "--target", dead, "--out",
+                     str(run), "--no-progress", "--no-plots") == 0
+    capsys.readouterr()
+    outc = tmp_path / "o.jsonl"
+    assert await cli("bench", "export", str(run), "-o", str(outc)) == 0
+    rows = {r["id"].split("/")[-1]: r["outcomes"]
+            for r in map(json.loads, outc.read_text().splitlines())}
+    assert rows == {"ok": {tg: {"score": 1.0, "cost_usd": 0.0}},
+                    "wrong": {tg: {"score": 0.0, "cost_usd": 0.0}}}
+    err = capsys.readouterr().err
+    assert "left out 6 requests" in err and "connection x4" in err and "http_500 x1" in err
+    assert "stream_error x1" in err and "6 (item, target) pairs" in err

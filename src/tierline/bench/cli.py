@@ -173,11 +173,16 @@ def cmd_compare(a: argparse.Namespace) -> int:
 def cmd_export(a: argparse.Namespace) -> int:
     from tierline.bench.export import outcomes, write_jsonl
 
-    lines = outcomes(Path(a.run), a.source, a.split)
-    if not lines:
+    res = outcomes(Path(a.run), a.source, a.split)
+    if res.left_out:
+        by = ", ".join(f"{k} x{v}" for k, v in sorted(res.left_out.items()))
+        print(f"note: left out {sum(res.left_out.values())} requests that failed in "
+              f"transport ({by}): no quality observed; {res.pairs_left_out} (item, target) "
+              "pairs have no outcome", file=sys.stderr)
+    if not res.lines:
         raise BenchError(f"{a.run} has no checked items to export")
-    write_jsonl(lines, Path(a.output))
-    print(f"wrote {len(lines)} routing-outcome lines to {a.output}")
+    write_jsonl(res.lines, Path(a.output))
+    print(f"wrote {len(res.lines)} routing-outcome lines to {a.output}")
     return 0
 
 
