@@ -237,3 +237,17 @@ async def test_export_leaves_out_transport_failures(mock: BenchMock, tmp_path: P
     err = capsys.readouterr().err
     assert "left out 6 requests" in err and "connection x4" in err and "http_500 x1" in err
     assert "stream_error x1" in err and "6 (item, target) pairs" in err
+
+
+async def test_report_labels_runs_with_the_same_name_apart(
+        mock: BenchMock, tmp_path: Path, write_workload: Any) -> None:
+    wl = write_workload([item("a", "say yes")])
+    tg = f"{mock.url}/v1#m"
+    runs = [tmp_path / "x" / "run", tmp_path / "y" / "run"]
+    for r in runs:
+        assert await cli("bench", "run", str(wl), "--target", tg, "--out", str(r),
+                         "--no-progress", "--no-plots") == 0
+    combo = tmp_path / "combo"
+    assert await cli("bench", "report", *map(str, runs), "-o", str(combo)) == 0
+    md = (combo / "summary.md").read_text()
+    assert f"| x/run/{tg} |" in md and f"| y/run/{tg} |" in md
