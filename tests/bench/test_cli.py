@@ -251,3 +251,40 @@ async def test_report_labels_runs_with_the_same_name_apart(
     assert await cli("bench", "report", *map(str, runs), "-o", str(combo)) == 0
     md = (combo / "summary.md").read_text()
     assert f"| x/run/{tg} |" in md and f"| y/run/{tg} |" in md
+
+
+async def test_ctrl_c_keeps_the_summary(mock: BenchMock, tmp_path: Path,
+                                        write_workload: Any) -> None:
+    """SIGINT mid-run: the summary of the completed requests is written (marked
+    interrupted), one line on stderr, exit status 130."""
+    import os
+    import signal
+    import sys
+
+    import tierline
+
+    wl = write_workload([item("a", "say yes"), item("b", "say yes"), item("c", "slow"),
+                         item("d", "say yes")])
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(tierline.__file__).parents[1])}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tierline.cli", "bench", "run", str(wl), "--target",
+        f"{mock.url}/v1#m", "--out", str(out), "--no-progress", "--no-plots",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        # a shell's background job may inherit SIGINT ignored: give Python its handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 30
+    while len(mock.requests) < 3:  # a and b answered, c (2 s) in flight
+        assert time.monotonic() < deadline and proc.returncode is None
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130, err.decode()
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tierline: interrupted: the summary")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["interrupted"] is True
+    assert summary["targets"][f"{mock.url}/v1#m"]["n"] == 2
+    assert "interrupted" in summary["warnings"][0]
+    assert (out / "summary.md").is_file() and len(mock.requests) == 3

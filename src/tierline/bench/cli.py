@@ -98,7 +98,16 @@ def cmd_run(a: argparse.Namespace) -> int:
                      slo_e2e_ms=a.slo_e2e_ms, prices=a.price, timeout=a.timeout,
                      progress=a.progress, seed=a.seed, workload_name=str(a.workload),
                      plots=not a.no_plots)
-    summary = asyncio.run(run_bench(o))
+    try:
+        summary = asyncio.run(run_bench(o))
+    except KeyboardInterrupt:
+        path = o.out / "summary.json"
+        done = path.exists() and json.loads(path.read_text(encoding="utf-8"))["run"].get(
+            "interrupted")
+        print("tierline: interrupted: " + (f"the summary of the completed requests is in "
+                                           f"{path}" if done else "no summary written"),
+              file=sys.stderr)
+        return 130
     print((o.out / "summary.md").read_text(encoding="utf-8"))
     for w in summary["warnings"]:
         print(f"warning: {w}", file=sys.stderr)

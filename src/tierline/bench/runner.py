@@ -267,22 +267,10 @@ def _progress(o: BenchOptions, total: int) -> Any:
                     console=Console(stderr=True), disable=not enabled, transient=False)
 
 
-async def run_bench(o: BenchOptions) -> dict[str, Any]:
-    """Run every target, write the run directory and return the summary."""
-    from tierline.bench.report import write_reports
-    from tierline.bench.stats import summarize
-
-    targets, judge = resolve_targets(o)
-    o.out.mkdir(parents=True, exist_ok=True)
-    with (o.out / "items.jsonl").open("w", encoding="utf-8") as f:
-        for it in o.items:
-            f.write(json.dumps({"id": it.id, "request": it.request, "checks": it.checks,
-                                "timestamp": it.timestamp, **it.meta},
-                               ensure_ascii=False) + "\n")
+async def _run_targets(o: BenchOptions, targets: list[Target], judge: Target | None,
+                       out: IO[str]) -> None:
     needed = any(t.in_process for t in targets) or bool(judge and judge.in_process)
-    t0 = time.time()
-    with _gateway(needed, o.config) as (gw_url, prices), \
-            (o.out / "requests.jsonl").open("w", encoding="utf-8") as out:
+    with _gateway(needed, o.config) as (gw_url, prices):
         run = _Run(o, targets, judge, gw_url, out, prices)
         conn = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=conn) as session:
@@ -295,6 +283,30 @@ async def run_bench(o: BenchOptions) -> dict[str, Any]:
                         prog.update(task, completed=live.done, stats=(
                             f"pass {live.passed}  err {live.errors}  ${live.spend:.6f}"))
                     await run.target(session, t, tick)
+
+
+async def run_bench(o: BenchOptions) -> dict[str, Any]:
+    """Run every target, write the run directory and return the summary. Interrupted
+    (Ctrl-C, or the task cancelled), it still writes the summary of the requests that
+    completed, marked `"interrupted": true`, then lets the interruption go on."""
+    from tierline.bench.report import write_reports
+    from tierline.bench.stats import summarize
+
+    targets, judge = resolve_targets(o)
+    o.out.mkdir(parents=True, exist_ok=True)
+    (o.out / "summary.json").unlink(missing_ok=True)  # never a stale one
+    with (o.out / "items.jsonl").open("w", encoding="utf-8") as f:
+        for it in o.items:
+            f.write(json.dumps({"id": it.id, "request": it.request, "checks": it.checks,
+                                "timestamp": it.timestamp, **it.meta},
+                               ensure_ascii=False) + "\n")
+    t0 = time.time()
+    interrupted: BaseException | None = None
+    with (o.out / "requests.jsonl").open("w", encoding="utf-8") as out:
+        try:
+            await _run_targets(o, targets, judge, out)
+        except (asyncio.CancelledError, KeyboardInterrupt) as e:
+            interrupted = e
     meta = {"workload": o.workload_name, "started": t0, "wall_s": time.time() - t0,
             "targets": [t.name for t in targets], "judge": o.judge,
             "mode": ("replay" if o.replay else "poisson" if o.poisson and o.rate
@@ -303,7 +315,10 @@ async def run_bench(o: BenchOptions) -> dict[str, Any]:
             "warmup": o.warmup, "duration": o.duration, "slo_ttft_ms": o.slo_ttft_ms,
             "slo_e2e_ms": o.slo_e2e_ms, "n_items": len(o.items),
             "prices": {t.name: [t.price.input_per_mtok, t.price.output_per_mtok]
-                       for t in targets if t.price}}
+                       for t in targets if t.price},
+            "interrupted": interrupted is not None}
     summary = summarize(o.out, meta)
-    write_reports([o.out], o.out, plots=o.plots)
+    write_reports([o.out], o.out, plots=o.plots and interrupted is None)
+    if interrupted is not None:
+        raise interrupted
     return summary

@@ -191,7 +191,11 @@ def summarize(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
         by_target.setdefault(r["target"], []).append(r)
     targets = {name: summarize_target(rs, meta["slo_ttft_ms"], meta.get("slo_e2e_ms"))
                for name, rs in by_target.items()}
-    summary = {"run": meta, "targets": targets, "warnings": compare_warnings(targets)}
+    warnings = compare_warnings(targets)
+    if meta.get("interrupted"):
+        warnings.insert(0, "the run was interrupted: only the requests that completed "
+                           "are counted")
+    summary = {"run": meta, "targets": targets, "warnings": warnings}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False)
                                           + "\n", encoding="utf-8")
     return summary
