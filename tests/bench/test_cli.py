@@ -288,3 +288,25 @@ async def test_ctrl_c_keeps_the_summary(mock: BenchMock, tmp_path: Path,
     assert summary["targets"][f"{mock.url}/v1#m"]["n"] == 2
     assert "interrupted" in summary["warnings"][0]
     assert (out / "summary.md").is_file() and len(mock.requests) == 3
+
+
+@pytest.mark.parametrize(("opts", "says"), [
+    (["--sample", "-1"], "--sample must be 1 or more"),
+    (["--sample", "0"], "--sample must be 1 or more"),
+    (["--duration", "-5"], "--duration must be positive"),
+    (["--warmup", "-1"], "--warmup must be 0 or more"),
+    (["--timeout", "0"], "--timeout must be positive"),
+    (["--rate", "nan"], "--rate must be positive"),
+    (["--price", "nan,1"], "--price must be finite"),
+    (["--price", "inf,1"], "--price must be finite"),
+])
+async def test_bad_options_are_one_line_errors(mock: BenchMock, tmp_path: Path,
+                                               write_workload: Any, opts: list[str],
+                                               says: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    wl = write_workload([item("a", "say yes")])
+    assert await cli("bench", "run", str(wl), "--target", f"{mock.url}/v1#m", "--out",
+                     str(tmp_path / "o"), "--no-progress", *opts) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tierline: error: ") and says in err
+    assert len(err.strip().splitlines()) == 1 and mock.requests == []

@@ -115,3 +115,19 @@ def test_wilson_intervals_do_not_collapse() -> None:
     assert overlaps(list(wilson_ci(0, 2)), list(wilson_ci(2, 2)))
     assert wilson_ci(8, 20) == pytest.approx((0.2188, 0.6134), abs=1e-4)
     assert overlaps(None, [0.1, 0.2]) is None  # no data is not "overlap"
+
+
+@pytest.mark.parametrize("price", ["nan,1", "inf,1", "1,-inf", "-1,1", "1", "a,b"])
+def test_bad_prices(price: str) -> None:
+    with pytest.raises(BenchError, match="--price"):
+        apply_prices([parse_target("m")], [price])
+
+
+def test_stratified_sample_keeps_every_small_stratum() -> None:
+    items = [Item(id=str(i), request={"messages": [{}]},
+                 meta={"task": "big" if i < 97 else "small" if i < 99 else "tiny"})
+             for i in range(100)]
+    s = sample(items, 10, "task")
+    got = {t: sum(1 for x in s if x.meta["task"] == t) for t in ("big", "small", "tiny")}
+    assert got == {"big": 8, "small": 1, "tiny": 1}
+    assert len(sample(items, 2, "task")) == 2  # fewer than strata: the largest ones

@@ -86,10 +86,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise BenchError("--check must be a JSON object")
     if a.poisson and a.rate is None:
         raise BenchError("--poisson needs --rate")
-    if a.concurrency < 1 or (a.rate is not None and a.rate <= 0) or a.speedup <= 0:
-        raise BenchError("--concurrency, --rate and --speedup must be positive")
+    if a.sample is not None and a.sample < 1:
+        raise BenchError(f"--sample must be 1 or more, got {a.sample}")
+    if a.stratify and a.sample is None:
+        raise BenchError("--stratify needs --sample")
     items = load_workload(a.workload, checks)
-    if a.sample:
+    if a.sample is not None:
         items = sample(items, a.sample, a.stratify, a.seed)
     o = BenchOptions(items=items, targets=a.target, out=Path(a.out), config=a.config,
                      concurrency=a.concurrency, rate=a.rate, poisson=a.poisson,

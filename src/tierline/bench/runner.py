@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -222,7 +223,24 @@ class _Run:
         await _dispatch(self.o.items, self.o, send, warmup=False)
 
 
+def validate_options(o: BenchOptions) -> None:
+    """Numbers that must be finite and positive (or at least 0), checked before any
+    request: a clear error instead of a traceback or a silently absurd run."""
+    def bad(v: float | None, zero_ok: bool) -> bool:
+        return v is not None and not (math.isfinite(v) and (v >= 0 if zero_ok else v > 0))
+
+    for name, v, zero_ok in (("--concurrency", o.concurrency, False), ("--rate", o.rate, False),
+                             ("--speedup", o.speedup, False), ("--warmup", o.warmup, True),
+                             ("--duration", o.duration, False), ("--timeout", o.timeout, False),
+                             ("--slo-ttft-ms", o.slo_ttft_ms, False),
+                             ("--slo-e2e-ms", o.slo_e2e_ms, False)):
+        if bad(v, zero_ok):
+            raise BenchError(f"{name} must be {'0 or more' if zero_ok else 'positive'}, "
+                             f"got {v:g}")
+
+
 def resolve_targets(o: BenchOptions) -> tuple[list[Target], Target | None]:
+    validate_options(o)
     if not o.targets:
         raise BenchError("at least one --target is needed")
     targets = [parse_target(s) for s in o.targets]

@@ -11,6 +11,7 @@ does (its local token count of the prompt and of the output received so far).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -91,8 +92,8 @@ def parse_price(text: str) -> Price:
         a, b = (float(x) for x in text.split(","))
     except ValueError:
         raise BenchError(f"--price expects IN,OUT (USD per 1M tokens), got {text!r}") from None
-    if a < 0 or b < 0:
-        raise BenchError(f"--price must not be negative, got {text!r}")
+    if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b < 0:
+        raise BenchError(f"--price must be finite and not negative, got {text!r}")
     return Price(a, b)
 
 

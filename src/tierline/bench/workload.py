@@ -160,16 +160,24 @@ def sample(items: list[Item], n: int, stratify: str | None = None, seed: int = 0
     groups: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         groups.setdefault(it.field_value(stratify), []).append(i)
-    # largest-remainder allocation, at least one per stratum while n allows
-    keys = sorted(groups)
-    quotas = {k: n * len(groups[k]) / len(items) for k in keys}
-    alloc = {k: int(quotas[k]) for k in keys}
-    rest = n - sum(alloc.values())
-    for k in sorted(keys, key=lambda k: quotas[k] - alloc[k], reverse=True)[:rest]:
-        alloc[k] += 1
+    alloc = _allocate({k: len(g) for k, g in groups.items()}, n)
     chosen: list[int] = []
-    for k in keys:
-        g = groups[k]
-        take = min(alloc[k], len(g))
-        chosen.extend(rng.choice(g, size=take, replace=False).tolist())
+    for k in sorted(groups):
+        chosen.extend(rng.choice(groups[k], size=alloc[k], replace=False).tolist())
     return [items[i] for i in sorted(chosen)]
+
+
+def _allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
+    """How many of `n` to take from each stratum: one from each while n allows (the
+    largest strata first), the rest one at a time to the stratum furthest below its
+    proportional share n * size / total, never more than it has."""
+    total = sum(sizes.values())
+    keys = sorted(sizes, key=lambda k: (-sizes[k], k))
+    alloc = {k: 0 for k in keys}
+    for k in keys[:n]:
+        alloc[k] = 1
+    for _ in range(n - sum(alloc.values())):
+        open_ = [k for k in keys if alloc[k] < sizes[k]]
+        k = max(open_, key=lambda k: n * sizes[k] / total - alloc[k])  # first on ties
+        alloc[k] += 1
+    return alloc
