@@ -156,7 +156,7 @@ async def test_failed_requests_are_costed(mock: BenchMock, tmp_path: Path,
     wl = write_workload([item("s", "midway"), item("b", "boom"), item("t", "slow"),
                          item("c", "cut")])
     tg = target(mock)
-    s = (await run(tmp_path, wl, [tg], prices=[PRICE], timeout=0.6))["targets"][tg]
+    s = (await run(tmp_path, wl, [tg], prices=[PRICE], timeout=1.5))["targets"][tg]
     recs = {r["item_id"]: r for r in _records(tmp_path / "run")}
     mid = recs["s"]
     assert mid["error_class"] == "stream_error" and mid["answer"]
