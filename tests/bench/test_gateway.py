@@ -61,3 +61,38 @@ deployments:
         assert s["targets"][t]["passed"] == 2 and s["targets"][t]["cost_source"] == ["reported"]
     assert s["targets"]["auto?quality=0.99"]["cost_usd_total"] > \
         s["targets"]["auto?quality=0.01"]["cost_usd_total"] > 0
+
+
+async def test_gateway_error_paths_are_costed(tmp_path: Path, mock: BenchMock) -> None:
+    """In-process target: a stream the upstream breaks mid-way carries no cost (the
+    gateway sends no usage chunk after an error), so the bench estimates it like the
+    gateway's own accounting does - the same amount as its request log; an HTTP error
+    takes the gateway's x-tierline-cost-usd. Neither is "no --price"."""
+    from tierline.accounting.log import read_rows
+
+    log = tmp_path / "log.sqlite3"
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(f"""
+server: {{request_log: "{log}"}}
+catalog: {{builtin: false}}
+resilience: {{retries: 0}}
+providers:
+  m: {{base_url: "{mock.url}/v1", requires_key: false}}
+deployments:
+  - {{name: m/only, provider: m, model: s, price: {{input: 10, output: 30}}}}
+""")
+    items = [Item(id=i, request={"messages": [{"role": "user", "content": p}]})
+             for i, p in (("mid", "midway"), ("boom", "boom"))]
+    s = await run_bench(BenchOptions(items=items, targets=["m/only"], out=tmp_path / "run",
+                                     config=str(cfg), progress=False, plots=False))
+    from tierline.bench.stats import read_records
+    recs = {r["item_id"]: r for r in read_records(tmp_path / "run")}
+    assert recs["mid"]["error_class"] == "stream_error"
+    assert recs["mid"]["cost_source"] == "estimated" and recs["mid"]["cost_usd"] > 0
+    assert recs["boom"]["cost_source"] == "reported" and recs["boom"]["http_status"] >= 500
+    rows = list(read_rows(log))
+    assert len(rows) == 2 and all(r["status"] == 502 for r in rows)
+    charged = sum(int(r["cost_pico"] or 0) for r in rows) / 1e12
+    assert charged > 0  # the broken stream is billed by the gateway
+    assert s["targets"]["m/only"]["cost_usd_total"] == pytest.approx(charged, rel=1e-9)
+    assert not any("no --price" in n for n in s["targets"]["m/only"]["notes"])

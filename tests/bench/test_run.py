@@ -144,3 +144,63 @@ async def test_warmup_and_load_modes(mock: BenchMock, tmp_path: Path, write_work
 def _records(run_dir: Path) -> list[dict[str, Any]]:
     from tierline.bench.stats import read_records
     return read_records(run_dir)
+
+
+async def test_failed_requests_are_costed(mock: BenchMock, tmp_path: Path,
+                                          write_workload: Any) -> None:
+    """A stream that fails mid-way without usage was still billed: estimated from the
+    prompt (the gateway's token estimator) + the output received; a request that never
+    started (HTTP 500, timeout before the headers) reports nothing and costs $0."""
+    from tierline.bench.targets import estimate_tokens
+
+    wl = write_workload([item("s", "midway"), item("b", "boom"), item("t", "slow"),
+                         item("c", "cut")])
+    tg = target(mock)
+    s = (await run(tmp_path, wl, [tg], prices=[PRICE], timeout=1.5))["targets"][tg]
+    recs = {r["item_id"]: r for r in _records(tmp_path / "run")}
+    mid = recs["s"]
+    assert mid["error_class"] == "stream_error" and mid["answer"]
+    pt, ct = estimate_tokens([{"role": "user", "content": "midway"}], mid["answer"])
+    assert pt > 0 and ct > 0
+    assert mid["cost_source"] == "estimated"
+    assert mid["cost_usd"] == pytest.approx((pt * 1000 + ct * 2000) / 1e6)
+    assert recs["c"]["cost_source"] == "price" and recs["c"]["cost_usd"] == pytest.approx(COST)
+    assert recs["b"]["cost_source"] == "no_usage" and recs["b"]["cost_usd"] == 0
+    assert recs["t"]["cost_source"] == "no_usage" and recs["t"]["cost_usd"] == 0
+    assert s["cost_usd_total"] == pytest.approx(mid["cost_usd"] + COST)
+    assert any("estimated" in n for n in s["notes"])
+    assert not any("no --price" in n for n in s["notes"])
+
+
+async def test_decode_rate_and_tool_call_ttft(tmp_path: Path, write_workload: Any) -> None:
+    """Decode rate = (completion_tokens - 1) / (e2e - ttft), undefined (None) when the
+    whole output came in one chunk; the per-target value is the real median. A tool-call
+    answer has a first token (so it can count in goodput)."""
+    import statistics
+
+    m = BenchMock({"fast": {"delay": 0.01}, "slow": {"delay": 0.05},
+                   "one chunk": {"chunks": 1, "completion_tokens": 40},
+                   "weather": {"text": None, "tool_calls": [("get_weather", {"c": "Oslo"})]}},
+                  latency=0.02, completion_tokens=9)
+    await m.start()
+    try:
+        wl = write_workload([item("f", "fast"), item("s", "slow"), item("o", "one chunk"),
+                             item("w", "weather?")])
+        tg = target(m)
+        s = (await run(tmp_path, wl, [tg]))["targets"][tg]
+    finally:
+        await m.stop()
+    recs = {r["item_id"]: r for r in _records(tmp_path / "run")}
+    for i in ("f", "s"):
+        r = recs[i]
+        assert r["output_tokens_per_s"] == pytest.approx(
+            8 / ((r["e2e_ms"] - r["ttft_ms"]) / 1000))
+        assert r["tpot_ms"] == pytest.approx((r["e2e_ms"] - r["ttft_ms"]) / 8)
+    assert recs["o"]["ttft_ms"] is not None and recs["o"]["output_tokens_per_s"] is None
+    assert recs["o"]["tpot_ms"] is None
+    tps = [recs[i]["output_tokens_per_s"] for i in ("f", "s", "w")]
+    assert s["output_tokens_per_s"] == pytest.approx(statistics.median(tps), abs=1e-3)
+    w = recs["w"]
+    assert w["ok"] and w["answer"] == "" and w["passed"]
+    assert w["ttft_ms"] is not None and 20 <= w["ttft_ms"] < w["e2e_ms"]
+    assert s["good"] == 4 and s["goodput"] == 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tierline.bench.checks import check_sync, parse_choice, parse_number, parse_verdict
-from tierline.bench.stats import bootstrap_ci, dist, overlaps
+from tierline.bench.stats import bootstrap_ci, dist, overlaps, wilson_ci
 from tierline.bench.targets import apply_prices, parse_target, request_cost
 from tierline.bench.workload import BenchError, Item, parse_item, sample
 
@@ -22,7 +22,17 @@ def test_parse_number(text: str, n: float | None) -> None:
 
 @pytest.mark.parametrize(("text", "c"), [("B", "B"), ("(c) because", "C"),
                                          ("The answer is D.", "D"), ("**A**", "A"),
-                                         ("no idea", None)])
+                                         ("no idea", None),
+                                         # English "I" / "A" / "a" are not letters
+                                         ("I think it's (C).", "C"),
+                                         ("The answer is a tricky one, but I'd say (C).",
+                                          "C"),
+                                         ("A lot of people say B, but it is (D)", "D"),
+                                         ("It is a hard one", None),
+                                         # the last explicit marker wins
+                                         ("Not (A): the answer is B", "B"),
+                                         ("Answer: C", "C"), ("I am unsure.\nE", "E"),
+                                         ("B) because", "B"), ("option (J)", "J")])
 def test_parse_choice(text: str, c: str | None) -> None:
     assert parse_choice(text) == c
 
@@ -42,6 +52,14 @@ def test_verdicts() -> None:
     assert parse_verdict("CORRECT") == "correct"
     assert parse_verdict("Incorrect.") == "incorrect"
     assert parse_verdict("NOT ATTEMPTED") == "not_attempted"
+    assert parse_verdict("not_attempted") == "not_attempted"
+    # negation: "not correct" is not correct
+    assert parse_verdict("Not correct.") == "incorrect"
+    assert parse_verdict("The answer is not correct") == "incorrect"
+    assert parse_verdict("It isn't entirely correct.") == "incorrect"
+    assert parse_verdict("Not a refusal. Correct.") == "correct"  # another clause
+    assert parse_verdict("Correct - not incorrect") == "correct"  # the first one decides
+    assert parse_verdict("no idea") == "incorrect"
 
 
 def test_targets_and_prices() -> None:
@@ -85,3 +103,31 @@ def test_stats() -> None:
     assert bootstrap_ci([0, 1] * 50) == bootstrap_ci([0, 1] * 50)  # fixed seed
     assert dist([])["p50"] is None
     assert overlaps([0.1, 0.5], [0.4, 0.9]) and not overlaps([0.1, 0.2], [0.3, 0.4])
+
+
+def test_wilson_intervals_do_not_collapse() -> None:
+    """0/2 and 2/2 are not certainties: Wilson intervals keep their width (a bootstrap
+    gives [0, 0] and [1, 1], and calls them different)."""
+    lo, hi = wilson_ci(0, 2)
+    assert lo == 0.0 and hi == pytest.approx(0.6576, abs=1e-4)
+    lo, hi = wilson_ci(2, 2)
+    assert lo == pytest.approx(0.3424, abs=1e-4) and hi == 1.0
+    assert overlaps(list(wilson_ci(0, 2)), list(wilson_ci(2, 2)))
+    assert wilson_ci(8, 20) == pytest.approx((0.2188, 0.6134), abs=1e-4)
+    assert overlaps(None, [0.1, 0.2]) is None  # no data is not "overlap"
+
+
+@pytest.mark.parametrize("price", ["nan,1", "inf,1", "1,-inf", "-1,1", "1", "a,b"])
+def test_bad_prices(price: str) -> None:
+    with pytest.raises(BenchError, match="--price"):
+        apply_prices([parse_target("m")], [price])
+
+
+def test_stratified_sample_keeps_every_small_stratum() -> None:
+    items = [Item(id=str(i), request={"messages": [{}]},
+                 meta={"task": "big" if i < 97 else "small" if i < 99 else "tiny"})
+             for i in range(100)]
+    s = sample(items, 10, "task")
+    got = {t: sum(1 for x in s if x.meta["task"] == t) for t in ("big", "small", "tiny")}
+    assert got == {"big": 8, "small": 1, "tiny": 1}
+    assert len(sample(items, 2, "task")) == 2  # fewer than strata: the largest ones

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +28,44 @@ def register(sub: Any) -> None:
     p.add_argument("--by", choices=sorted(GROUPS), default="model")
     p.add_argument("--config", default=None, help="config file (for the request-log path)")
     p.add_argument("--log", default=None, help="request-log SQLite file")
-    p.add_argument("--since", default=None, help="only requests on or after this date (UTC)")
+    p.add_argument("--since", default=None, help="only requests on or after this date or date-time "
+                   "(ISO, e.g. 2025-01-31; UTC unless an offset is given)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_spend)
 
 
+def parse_since(text: str) -> float:
+    """`--since` as a Unix time: an ISO date or date-time (`2025-01-31`,
+    `2025-01-31T12:00`, with an optional UTC offset; UTC when none)."""
+    try:
+        d = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(f"--since expects a date like 2025-01-31 or 2025-01-31T12:00 "
+                          f"(UTC), got {text!r}") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.timestamp()
+
+
 def spend(path: Path, by: str, since: str | None = None) -> list[dict[str, Any]]:
+    where: str = ""
+    params: tuple[float, ...] = ()
+    if since:
+        where, params = "WHERE ts >= ?", (parse_since(since),)
     if not path.exists():
         raise ConfigError(f"no request log at {path}")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    where: str = ""
-    params: tuple[str, ...] = ()
-    if since:
-        where, params = "WHERE ts >= strftime('%s', ?)", (since,)
     try:
-        rows = conn.execute(
-            f"SELECT {GROUPS[by]} AS g, COUNT(*), SUM(status >= 400), SUM(prompt_tokens), "
-            f"SUM(completion_tokens), SUM(cost_pico), SUM(estimated) FROM requests {where} "
-            f"GROUP BY g ORDER BY SUM(cost_pico) DESC, g", params).fetchall()
-    finally:
-        conn.close()
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(
+                f"SELECT {GROUPS[by]} AS g, COUNT(*), SUM(status >= 400), "
+                f"SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_pico), "
+                f"SUM(estimated) FROM requests {where} "
+                f"GROUP BY g ORDER BY SUM(cost_pico) DESC, g", params).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise ConfigError(f"{path} is not a tierline request log ({e})") from None
     return [{by: g, "requests": n, "errors": e or 0, "prompt_tokens": pt or 0,
              "completion_tokens": ct or 0, "cost_usd": usd(int(c or 0)),
              "cost_pico": int(c or 0), "estimated_rows": est or 0}

@@ -2,13 +2,15 @@
 
 `run_checks` returns one `CheckResult` per check; an item passes when every check
 passes. The judge check asks a judge target for a three-way verdict (correct /
-incorrect / not_attempted); its cost is accounted by the caller.
+incorrect / not_attempted, read by `verdict_of`); its cost is accounted by the caller.
+`validate_checks` checks every field up front, before any request is sent.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,11 +24,20 @@ JudgeFn = Callable[[str], Awaitable[tuple[str, float]]]
 CHECK_TYPES = ("contains", "regex", "exact", "number", "choice", "json_schema", "python",
                "judge")
 _NUM_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
-_CHOICE_RES = [
-    re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*\(?\**([A-J])\b", re.I),
-    re.compile(r"^\s*\(?\**([A-J])\**\)?(?:[.):\s]|$)"),
-    re.compile(r"\(([A-J])\)", re.I),
+# Explicit multiple-choice markers (the last one in the answer wins): a parenthesised
+# letter "(C)", "answer is C" / "answer: C" / "option C" / "choice C" (the letter upper-
+# case: "the answer is a tricky one" names no letter), a bold letter "**C**", and a line
+# that is only a letter ("C", "C.", "(c)"). A bare "I" or "A" in running text is English,
+# never a letter. Without any marker, an answer that starts with "C)", "C." or "C:"
+# counts.
+_CHOICE_MARKERS = [
+    re.compile(r"\(([A-Ja-j])\)"),
+    re.compile(r"\b(?i:answer|option|choice)(?:\s+(?i:is|would\s+be))?\s*:?[\s(*]*"
+               r"\b([A-J])\b(?!')"),
+    re.compile(r"\*\*\(?([A-J])\)?\*\*"),
+    re.compile(r"^[ \t>*_-]*\(?([A-Ja-j])\)?[.):]?[ \t*_]*$", re.M),
 ]
+_CHOICE_LEAD = re.compile(r"^\s*\**\(?([A-J])\**[.):](?:\s|$)")
 JUDGE_PROMPT = """You are grading an answer to a request.
 
 Request:
@@ -59,16 +70,83 @@ class CheckResult:
         return d
 
 
+_NEEDS = {"contains": "value", "exact": "value", "number": "value", "choice": "value",
+          "regex": "pattern", "json_schema": "schema", "python": "ref"}
+
+
+def _number(c: dict[str, Any], key: str, where: str) -> float:
+    v = c[key]
+    try:
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise ValueError
+        x = float(v)
+    except ValueError:
+        raise BenchError(f"{where}: a {c['type']} check's '{key}' must be a number, "
+                         f"got {v!r}") from None
+    if not math.isfinite(x):
+        raise BenchError(f"{where}: a {c['type']} check's '{key}' must be finite, got {v!r}")
+    return x
+
+
+def validate_check(c: dict[str, Any], where: str) -> None:
+    """Every field of one check, so that a bad workload fails before any request is sent
+    (not mid-run, after spending money)."""
+    t = c.get("type")
+    if t not in CHECK_TYPES:
+        raise BenchError(f"{where}: unknown check type {t!r} "
+                         f"(one of {', '.join(CHECK_TYPES)})")
+    need = _NEEDS.get(t)
+    if need and need not in c:
+        raise BenchError(f"{where}: a {t} check needs '{need}'")
+    if "ignore_case" in c and not isinstance(c["ignore_case"], bool):
+        raise BenchError(f"{where}: 'ignore_case' must be true or false")
+    if t in ("contains", "exact") and (isinstance(c["value"], bool)
+                                       or not isinstance(c["value"], str | int | float)):
+        raise BenchError(f"{where}: a {t} check's 'value' must be a string")
+    elif t == "regex":
+        if not isinstance(c["pattern"], str):
+            raise BenchError(f"{where}: a regex check's 'pattern' must be a string")
+        try:
+            re.compile(c["pattern"])
+        except re.error as e:
+            raise BenchError(f"{where}: invalid regex {c['pattern']!r}: {e}") from None
+    elif t == "number":
+        _number(c, "value", where)
+        if "tolerance" in c and _number(c, "tolerance", where) < 0:
+            raise BenchError(f"{where}: a number check's 'tolerance' must not be negative")
+    elif t == "choice" and not (isinstance(c["value"], str)
+                                and re.fullmatch(r"\s*[A-Ja-j]\s*", c["value"])):
+        raise BenchError(f"{where}: a choice check's 'value' must be one letter A-J, "
+                         f"got {c['value']!r}")
+    elif t == "json_schema":
+        _validate_schema(c["schema"], where)
+    elif t == "python":
+        if not isinstance(c["ref"], str):
+            raise BenchError(f"{where}: a python check's 'ref' must be 'module:function'")
+        try:
+            _load_ref(c["ref"])
+        except BenchError as e:
+            raise BenchError(f"{where}: {e.message}") from None
+    elif t == "judge" and not isinstance(c.get("rubric", ""), str):
+        raise BenchError(f"{where}: a judge check's 'rubric' must be a string")
+
+
+def _validate_schema(schema: Any, where: str) -> None:
+    import jsonschema
+
+    if not isinstance(schema, dict | bool):
+        raise BenchError(f"{where}: a json_schema check's 'schema' must be an object")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise BenchError(f"{where}: invalid json_schema: {e.message}"[:300]) from None
+
+
 def validate_checks(checks: list[dict[str, Any]], where: str) -> None:
-    for c in checks:
-        t = c.get("type")
-        if t not in CHECK_TYPES:
-            raise BenchError(f"{where}: unknown check type {t!r} "
-                             f"(one of {', '.join(CHECK_TYPES)})")
-        need = {"contains": "value", "exact": "value", "number": "value", "choice": "value",
-                "regex": "pattern", "json_schema": "schema", "python": "ref"}.get(t)
-        if need and need not in c:
-            raise BenchError(f"{where}: a {t} check needs '{need}'")
+    for k, c in enumerate(checks, 1):
+        if not isinstance(c, dict):
+            raise BenchError(f"{where}: check {k} is not an object")
+        validate_check(c, f"{where}, check {k}" if len(checks) > 1 else where)
 
 
 def parse_number(text: str) -> float | None:
@@ -83,11 +161,15 @@ def parse_number(text: str) -> float | None:
 
 
 def parse_choice(text: str) -> str | None:
-    for rx in _CHOICE_RES:
-        m = rx.search(text.strip())
-        if m:
-            return m.group(1).upper()
-    return None
+    """The multiple-choice letter (A-J) an answer gives, or None: the last explicit
+    marker (see `_CHOICE_MARKERS`), else a leading "C)" / "C." / "C:"."""
+    found: list[tuple[int, str]] = []
+    for rx in _CHOICE_MARKERS:
+        found.extend((m.start(1), m.group(1)) for m in rx.finditer(text))
+    if found:
+        return max(found)[1].upper()
+    m = _CHOICE_LEAD.match(text)
+    return m.group(1) if m else None
 
 
 def extract_json(text: str) -> Any:
@@ -174,15 +256,42 @@ def check_sync(c: dict[str, Any], answer: str, item: Item) -> CheckResult:
     raise BenchError(f"unknown check type {t!r}")
 
 
+_CLAUSE = re.compile(r"[.;:,!?\n]+")
+_WORD = re.compile(r"[A-Z]+(?:'[A-Z]+)?")
+
+
+def _negator(word: str) -> bool:
+    return word in ("NOT", "NEVER") or word.endswith("N'T") or word in ("ISNT", "ARENT")
+
+
+def verdict_of(text: str) -> str | None:
+    """The judge's verdict, or None when the reply names none. Grammar (case-insensitive,
+    `_` and `-` read as spaces): the reply is split into clauses at . ; : , ! ? and line
+    breaks; the first verdict phrase in reading order decides:
+
+    - `NOT ATTEMPTED` -> not_attempted
+    - `INCORRECT` -> incorrect
+    - `CORRECT` -> correct, unless a negator (`not`, `never`, `...n't`) is among the three
+      words before it in the same clause ("Not correct.", "is not entirely correct",
+      "isn't correct") -> incorrect
+    """
+    norm = text.upper().replace("_", " ").replace("-", " ").replace("\u2019", "'")
+    for clause in _CLAUSE.split(norm):
+        words = _WORD.findall(clause)
+        for i, w in enumerate(words):
+            if w == "NOTATTEMPTED" or (w == "NOT" and words[i + 1:i + 2] == ["ATTEMPTED"]):
+                return "not_attempted"
+            if w == "INCORRECT":
+                return "incorrect"
+            if w == "CORRECT":
+                return "incorrect" if any(map(_negator, words[max(0, i - 3):i])) \
+                    else "correct"
+    return None
+
+
 def parse_verdict(text: str) -> str:
-    t = text.upper().replace("-", "_").replace(" ", "_")
-    if "NOT_ATTEMPTED" in t:
-        return "not_attempted"
-    if "INCORRECT" in t:
-        return "incorrect"
-    if "CORRECT" in t:
-        return "correct"
-    return "incorrect"
+    """`verdict_of`, a reply without a verdict counting as incorrect."""
+    return verdict_of(text) or "incorrect"
 
 
 async def run_checks(checks: list[dict[str, Any]], answer: str, item: Item,
@@ -201,7 +310,8 @@ async def run_checks(checks: list[dict[str, Any]], answer: str, item: Item,
         except Exception as e:
             out.append(CheckResult("judge", False, f"judge failed: {e}"[:200]))
             continue
-        verdict = parse_verdict(text)
-        out.append(CheckResult("judge", verdict == "correct", verdict=verdict,
-                               cost_usd=cost))
+        verdict = verdict_of(text)
+        out.append(CheckResult("judge", verdict == "correct",
+                               "" if verdict else f"no verdict in {text[:80]!r}",
+                               verdict=verdict or "incorrect", cost_usd=cost))
     return out

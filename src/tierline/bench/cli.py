@@ -86,10 +86,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise BenchError("--check must be a JSON object")
     if a.poisson and a.rate is None:
         raise BenchError("--poisson needs --rate")
-    if a.concurrency < 1 or (a.rate is not None and a.rate <= 0) or a.speedup <= 0:
-        raise BenchError("--concurrency, --rate and --speedup must be positive")
+    if a.sample is not None and a.sample < 1:
+        raise BenchError(f"--sample must be 1 or more, got {a.sample}")
+    if a.stratify and a.sample is None:
+        raise BenchError("--stratify needs --sample")
     items = load_workload(a.workload, checks)
-    if a.sample:
+    if a.sample is not None:
         items = sample(items, a.sample, a.stratify, a.seed)
     o = BenchOptions(items=items, targets=a.target, out=Path(a.out), config=a.config,
                      concurrency=a.concurrency, rate=a.rate, poisson=a.poisson,
@@ -98,7 +100,16 @@ def cmd_run(a: argparse.Namespace) -> int:
                      slo_e2e_ms=a.slo_e2e_ms, prices=a.price, timeout=a.timeout,
                      progress=a.progress, seed=a.seed, workload_name=str(a.workload),
                      plots=not a.no_plots)
-    summary = asyncio.run(run_bench(o))
+    try:
+        summary = asyncio.run(run_bench(o))
+    except KeyboardInterrupt:
+        path = o.out / "summary.json"
+        done = path.exists() and json.loads(path.read_text(encoding="utf-8"))["run"].get(
+            "interrupted")
+        print("tierline: interrupted: " + (f"the summary of the completed requests is in "
+                                           f"{path}" if done else "no summary written"),
+              file=sys.stderr)
+        return 130
     print((o.out / "summary.md").read_text(encoding="utf-8"))
     for w in summary["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
@@ -120,13 +131,18 @@ def cmd_report(a: argparse.Namespace) -> int:
 def _row(name: str, key: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     va, vb = get_path(a, key), get_path(b, key)
     delta = "-" if va is None or vb is None else f"{vb - va:+.6g}"
-    ci_key = {"pass_rate": "pass_rate_ci", "e2e_ms.p50": "e2e_ms.p50_ci",
-              "ttft_ms.p50": "ttft_ms.p50_ci"}.get(key)
+    ci_key = {"pass_rate": "pass_rate_ci", "goodput": "goodput_ci",
+              "e2e_ms.p50": "e2e_ms.p50_ci", "ttft_ms.p50": "ttft_ms.p50_ci"}.get(key)
     overlap = ""
     if ci_key:
-        from tierline.bench.stats import overlaps
-        ca, cb = get_path(a, ci_key), get_path(b, ci_key)
-        overlap = "yes (not significant)" if overlaps(ca, cb) else "no (significant)"
+        from tierline.bench.stats import MIN_N, overlaps
+        ov = overlaps(get_path(a, ci_key), get_path(b, ci_key))
+        if min(a.get("n") or 0, b.get("n") or 0) < MIN_N:
+            overlap = f"too few requests (n < {MIN_N})"
+        elif ov is None:
+            overlap = "no data"
+        else:
+            overlap = "yes (not significant)" if ov else "no (significant)"
     return [name, key, "-" if va is None else f"{va:.6g}", "-" if vb is None else f"{vb:.6g}",
             delta, overlap]
 
@@ -168,11 +184,16 @@ def cmd_compare(a: argparse.Namespace) -> int:
 def cmd_export(a: argparse.Namespace) -> int:
     from tierline.bench.export import outcomes, write_jsonl
 
-    lines = outcomes(Path(a.run), a.source, a.split)
-    if not lines:
+    res = outcomes(Path(a.run), a.source, a.split)
+    if res.left_out:
+        by = ", ".join(f"{k} x{v}" for k, v in sorted(res.left_out.items()))
+        print(f"note: left out {sum(res.left_out.values())} requests that failed in "
+              f"transport ({by}): no quality observed; {res.pairs_left_out} (item, target) "
+              "pairs have no outcome", file=sys.stderr)
+    if not res.lines:
         raise BenchError(f"{a.run} has no checked items to export")
-    write_jsonl(lines, Path(a.output))
-    print(f"wrote {len(lines)} routing-outcome lines to {a.output}")
+    write_jsonl(res.lines, Path(a.output))
+    print(f"wrote {len(res.lines)} routing-outcome lines to {a.output}")
     return 0
 
 

@@ -1,8 +1,10 @@
 """One streamed chat request, timed from `time.perf_counter_ns` stamps.
 
-TTFT = first non-empty content delta; inter-token latency = gaps between content chunks;
-TPOT = (e2e - ttft) / (completion_tokens - 1) with provider-reported usage; errors are
-classified as `http_<status>`, `timeout`, `connection`, `stream_error`, `truncated`.
+TTFT = the first output delta: content, a tool-call fragment or reasoning text (an answer
+that is only a tool call has a first token too); inter-token latency = gaps between
+output chunks; TPOT = (e2e - ttft) / (completion_tokens - 1) with provider-reported usage,
+only when the output came in more than one chunk; errors are classified as
+`http_<status>`, `timeout`, `connection`, `stream_error`, `truncated`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class StreamResult:
     finish_reason: str | None = None
     route_model: str | None = None
     route: str | None = None
+    cost_header: str | None = None  # x-tierline-cost-usd (a tierline gateway's answer)
 
 
 def _err_message(raw: bytes) -> str:
@@ -77,15 +80,20 @@ class _Sse:
             content = delta.get("content")
             if content:
                 self.parts.append(content)
-                if self.res.ttft_ms is None:
-                    self.res.ttft_ms = (now - self.t0) / 1e6
-                elif self.last is not None:
-                    self.res.itl_ms.append((now - self.last) / 1e6)
-                self.last = now
+            if content or delta.get("tool_calls") or delta.get("reasoning_content"):
+                self.output(now)
             if ch.get("finish_reason"):
                 self.res.finish_reason = ch["finish_reason"]
                 if ch["finish_reason"] == "error":
                     self.fail("stream_error", "finish_reason error")
+
+    def output(self, now: int) -> None:
+        """A chunk that carries output: the first one is the first token."""
+        if self.res.ttft_ms is None:
+            self.res.ttft_ms = (now - self.t0) / 1e6
+        elif self.last is not None:
+            self.res.itl_ms.append((now - self.last) / 1e6)
+        self.last = now
 
     def fail(self, cls: str, msg: str) -> None:
         if self.res.error_class is None:
@@ -108,6 +116,7 @@ async def stream_chat(session: aiohttp.ClientSession, target: Target, base_url: 
                 res.http_status = resp.status
                 res.route_model = resp.headers.get("x-tierline-model")
                 res.route = resp.headers.get("x-tierline-route")
+                res.cost_header = resp.headers.get("x-tierline-cost-usd")
                 if resp.status != 200:
                     sse.fail(f"http_{resp.status}", _err_message(await resp.read()))
                 else:

@@ -17,21 +17,41 @@ from tierline.bench.workload import BenchError
 PLOTS = ("frontier", "latency_ecdf", "ttft_vs_prompt", "cost_breakdown")
 
 
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """A distinct label per run: the shortest trailing part of its path that no other run
+    shares (`x/run` and `y/run`, not `run` twice); `#k` added to a run given twice."""
+    parts = [d.resolve().parts for d in run_dirs]
+
+    def tail(p: tuple[str, ...], k: int) -> str:
+        return "/".join(p[-k:]).lstrip("/") or "/"
+
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for p in parts:
+        others = [q for q in parts if q != p]
+        k = next((k for k in range(1, len(p))
+                  if all(tail(q, k) != tail(p, k) for q in others)), len(p))
+        label = tail(p, k)
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return out
+
+
 def load_runs(run_dirs: list[Path]) -> tuple[dict[str, dict[str, Any]],
                                              dict[str, list[dict[str, Any]]], list[str]]:
     """(summaries by target label, records by label, run-level warnings). With several
-    runs, labels are `RUN/target`."""
+    runs, labels are `RUN/target`, RUN the shortest path suffix that is unique."""
     summaries: dict[str, dict[str, Any]] = {}
     records: dict[str, list[dict[str, Any]]] = {}
     warnings: list[str] = []
-    for d in run_dirs:
+    for d, run_label in zip(run_dirs, run_labels(run_dirs), strict=True):
         try:
             s = json.loads((d / "summary.json").read_text(encoding="utf-8"))
             recs = read_records(d)
         except (OSError, json.JSONDecodeError) as e:
             raise BenchError(f"{d} is not a bench run directory: {e}") from None
         for name, t in s["targets"].items():
-            label = name if len(run_dirs) == 1 else f"{d.name}/{name}"
+            label = name if len(run_dirs) == 1 else f"{run_label}/{name}"
             summaries[label] = t
             records[label] = [r for r in recs if r["target"] == name and not r["warmup"]]
         if len(run_dirs) == 1:

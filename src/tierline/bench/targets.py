@@ -3,11 +3,15 @@
 A target is `NAME[?k=v&...]` served by the in-process gateway (`auto?quality=0.9` sends
 `"tierline": {"quality": 0.9}`), or `URL#MODEL[?k=v]` for any OpenAI-compatible server.
 Prices (`--price IN,OUT` for every target or `--price TARGET=IN,OUT`) are USD per
-million tokens and are used only when the server does not report `usage.cost_usd`.
+million tokens and are used only when the server does not report `usage.cost_usd`
+(in-process targets default to their deployment's catalog price); a request that fails
+after the server began answering and reports no usage is estimated like the gateway
+does (its local token count of the prompt and of the output received so far).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -88,8 +92,8 @@ def parse_price(text: str) -> Price:
         a, b = (float(x) for x in text.split(","))
     except ValueError:
         raise BenchError(f"--price expects IN,OUT (USD per 1M tokens), got {text!r}") from None
-    if a < 0 or b < 0:
-        raise BenchError(f"--price must not be negative, got {text!r}")
+    if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b < 0:
+        raise BenchError(f"--price must be finite and not negative, got {text!r}")
     return Price(a, b)
 
 
@@ -108,24 +112,59 @@ def apply_prices(targets: list[Target], specs: list[str]) -> None:
         by_name[name].price = parse_price(value)
 
 
-def reported_cost(usage: dict[str, Any] | None) -> float | None:
-    """`usage.cost_usd` (a decimal string) as the gateway reports it, if present."""
-    if not usage or usage.get("cost_usd") is None:
+def _usd(value: Any) -> float | None:
+    """A decimal USD amount (string or number), or None when absent / not a number."""
+    if value is None or isinstance(value, bool):
         return None
     try:
-        return float(Decimal(str(usage["cost_usd"])))
+        d = Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
+    return float(d) if d.is_finite() and d >= 0 else None
 
 
-def request_cost(target: Target, usage: dict[str, Any] | None) -> tuple[float, str]:
-    """(USD, source) with source one of reported / price / no_usage / none."""
+def reported_cost(usage: dict[str, Any] | None) -> float | None:
+    """`usage.cost_usd` (a decimal string) as the gateway reports it, if present."""
+    return _usd(usage.get("cost_usd")) if usage else None
+
+
+def estimate_tokens(messages: list[dict[str, Any]], partial: str) -> tuple[int, int]:
+    """(prompt, completion) tokens by the gateway's own local estimator (the one it uses
+    to charge streams that end without usage): the whole prompt and the output so far."""
+    from tierline.accounting.tokens import count_messages, count_text
+
+    return count_messages(messages), count_text(partial)
+
+
+def request_cost(target: Target, usage: dict[str, Any] | None, *,
+                 price: Price | None = None, header: str | None = None,
+                 started: bool = False,
+                 messages: list[dict[str, Any]] | None = None, partial: str = ""
+                 ) -> tuple[float, str]:
+    """(USD, source) of one request. `price` defaults to the target's (`--price`);
+    `header` is a tierline gateway's `x-tierline-cost-usd`; `started`: the server
+    answered 200, i.e. it began generating (and billing).
+
+    source: `reported` (usage.cost_usd, or a numeric cost header), `price` (reported
+    token usage x price), `estimated` (a started request without usage - typically a
+    stream that failed mid-way: the prompt + the output received so far, counted like the
+    gateway counts them, x price), `no_usage` (no usage and never started, e.g. an HTTP
+    error or a refused connection: $0) or `none` (no price known: $0)."""
     rep = reported_cost(usage)
     if rep is not None:
         return rep, "reported"
-    if target.price is not None:
-        if not usage:
-            return 0.0, "no_usage"  # e.g. an HTTP error: nothing was billed as far as we see
-        return target.price.cost(int(usage.get("prompt_tokens") or 0),
-                                 int(usage.get("completion_tokens") or 0)), "price"
-    return 0.0, "none"
+    hdr = _usd(header)  # "deferred" on a stream: the cost comes in its usage chunk
+    if hdr is not None:
+        return hdr, "reported"
+    p = price if price is not None else target.price
+    has_tokens = bool(usage) and any(int((usage or {}).get(k) or 0) > 0
+                                     for k in ("prompt_tokens", "completion_tokens"))
+    if p is None:
+        return 0.0, "no_usage" if target.in_process else "none"
+    if has_tokens:
+        assert usage is not None
+        return p.cost(int(usage.get("prompt_tokens") or 0),
+                      int(usage.get("completion_tokens") or 0)), "price"
+    if started:
+        return p.cost(*estimate_tokens(messages or [], partial)), "estimated"
+    return 0.0, "no_usage"

@@ -8,6 +8,7 @@ are kept in `meta` and can be used for stratified sampling.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,38 +53,79 @@ class Item:
         return str(self.request.get(name, ""))
 
 
+def _timestamp(ts: Any, where: str) -> float | None:
+    if ts is None:
+        return None
+    try:
+        if isinstance(ts, bool) or not isinstance(ts, int | float | str):
+            raise ValueError
+        x = float(ts)
+    except ValueError:
+        x = math.nan
+    if not math.isfinite(x):
+        raise BenchError(f"{where}: 'timestamp' must be a number (seconds), got {ts!r}")
+    return x
+
+
+def _validate_messages(msgs: Any, where: str) -> None:
+    if not isinstance(msgs, list) or not msgs:
+        raise BenchError(f"{where}: the request has no 'messages'")
+    for k, m in enumerate(msgs, 1):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise BenchError(f"{where}: message {k} must be an object with a 'role', "
+                             f"got {json.dumps(m)[:60]}")
+        if not isinstance(m.get("content"), str | list | None):
+            raise BenchError(f"{where}: message {k}: 'content' must be a string or a list")
+
+
 def parse_item(obj: Any, lineno: int, default_checks: list[dict[str, Any]]) -> Item:
+    """One workload line, fully validated (checks included; the defaults are the caller's
+    to validate), so that a bad line fails before any request is sent."""
+    from tierline.bench.checks import validate_checks
+
+    where = f"workload line {lineno}"
     if not isinstance(obj, dict):
-        raise BenchError(f"workload line {lineno}: expected a JSON object")
+        raise BenchError(f"{where}: expected a JSON object")
     if "request" in obj:
         req = obj["request"]
+        if "id" in obj:
+            where += f" (item {str(obj['id'])!r})"
         if not isinstance(req, dict):
-            raise BenchError(f"workload line {lineno}: 'request' must be an object")
+            raise BenchError(f"{where}: 'request' must be an object")
         checks = obj.get("checks")
+        own = bool(checks)
         if not checks:  # missing or empty: the workload-level defaults (--check)
             checks = list(default_checks)
         if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
-            raise BenchError(f"workload line {lineno}: 'checks' must be a list of objects")
-        ts = obj.get("timestamp")
+            raise BenchError(f"{where}: 'checks' must be a list of objects")
+        if own:
+            validate_checks(checks, where)
         meta = {k: v for k, v in obj.items()
                 if k not in ("id", "request", "checks", "timestamp")}
         item = Item(id=str(obj.get("id", f"item-{lineno}")), request=dict(req),
-                    checks=checks, timestamp=float(ts) if ts is not None else None,
+                    checks=checks, timestamp=_timestamp(obj.get("timestamp"), where),
                     meta=meta)
     else:
         item = Item(id=f"item-{lineno}", request=dict(obj), checks=list(default_checks))
-    if not item.messages:
-        raise BenchError(f"workload line {lineno}: the request has no 'messages'")
+    _validate_messages(item.request.get("messages"), where)
     return item
 
 
 def load_workload(path: str | Path, default_checks: list[dict[str, Any]] | None = None
                   ) -> list[Item]:
+    """The items of a JSONL workload (UTF-8, a leading BOM allowed), every line and
+    check validated; `default_checks` (--check) apply to items without checks."""
+    from tierline.bench.checks import validate_checks
+
     p = Path(path)
+    validate_checks(default_checks or [], "--check")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise BenchError(f"cannot read workload {p}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise BenchError(f"workload {p} is not UTF-8 ({e.reason} at byte {e.start})"
+                         ) from None
     items: list[Item] = []
     seen: set[str] = set()
     for n, line in enumerate(text.splitlines(), 1):
@@ -118,16 +160,24 @@ def sample(items: list[Item], n: int, stratify: str | None = None, seed: int = 0
     groups: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         groups.setdefault(it.field_value(stratify), []).append(i)
-    # largest-remainder allocation, at least one per stratum while n allows
-    keys = sorted(groups)
-    quotas = {k: n * len(groups[k]) / len(items) for k in keys}
-    alloc = {k: int(quotas[k]) for k in keys}
-    rest = n - sum(alloc.values())
-    for k in sorted(keys, key=lambda k: quotas[k] - alloc[k], reverse=True)[:rest]:
-        alloc[k] += 1
+    alloc = _allocate({k: len(g) for k, g in groups.items()}, n)
     chosen: list[int] = []
-    for k in keys:
-        g = groups[k]
-        take = min(alloc[k], len(g))
-        chosen.extend(rng.choice(g, size=take, replace=False).tolist())
+    for k in sorted(groups):
+        chosen.extend(rng.choice(groups[k], size=alloc[k], replace=False).tolist())
     return [items[i] for i in sorted(chosen)]
+
+
+def _allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
+    """How many of `n` to take from each stratum: one from each while n allows (the
+    largest strata first), the rest one at a time to the stratum furthest below its
+    proportional share n * size / total, never more than it has."""
+    total = sum(sizes.values())
+    keys = sorted(sizes, key=lambda k: (-sizes[k], k))
+    alloc = {k: 0 for k in keys}
+    for k in keys[:n]:
+        alloc[k] = 1
+    for _ in range(n - sum(alloc.values())):
+        open_ = [k for k in keys if alloc[k] < sizes[k]]
+        k = max(open_, key=lambda k: n * sizes[k] / total - alloc[k])  # first on ties
+        alloc[k] += 1
+    return alloc
