@@ -64,10 +64,10 @@ deployments:
 
 
 async def test_gateway_error_paths_are_costed(tmp_path: Path, mock: BenchMock) -> None:
-    """In-process target: a stream the upstream breaks mid-way carries no cost (the
-    gateway sends no usage chunk after an error), so the bench estimates it like the
-    gateway's own accounting does - the same amount as its request log; an HTTP error
-    takes the gateway's x-tierline-cost-usd. Neither is "no --price"."""
+    """In-process target: a stream the upstream breaks mid-way still ends with the
+    gateway's usage chunk (its cost, estimated), so the bench reports the same amount as
+    the gateway's request log; an HTTP error takes the gateway's x-tierline-cost-usd.
+    Neither is "no --price"."""
     from tierline.accounting.log import read_rows
 
     log = tmp_path / "log.sqlite3"
@@ -88,7 +88,7 @@ deployments:
     from tierline.bench.stats import read_records
     recs = {r["item_id"]: r for r in read_records(tmp_path / "run")}
     assert recs["mid"]["error_class"] == "stream_error"
-    assert recs["mid"]["cost_source"] == "estimated" and recs["mid"]["cost_usd"] > 0
+    assert recs["mid"]["cost_source"] == "reported" and recs["mid"]["cost_usd"] > 0
     assert recs["boom"]["cost_source"] == "reported" and recs["boom"]["http_status"] >= 500
     rows = list(read_rows(log))
     assert len(rows) == 2 and all(r["status"] == 502 for r in rows)
