@@ -60,6 +60,9 @@ def test_bad_values_are_one_line_errors(config_file: str,
     assert main(["keys", "create", "--config", config_file, "--name", "x", "--rpm", "0"]) == 2
     err = capsys.readouterr().err
     assert "--rpm" in err and "positive integer" in err and "Traceback" not in err
+    assert main(["keys", "create", "--config", config_file, "--name", "x", "--models",
+                 ","]) == 2  # not "every model"
+    assert "names nothing" in capsys.readouterr().err
 
 
 def test_empty_list(config_file: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -74,7 +74,7 @@ def test_changes_from_another_process_are_picked_up(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("field", "value"), [
     ("rpm", 0), ("rpm", "5"), ("tpm", -1), ("budget_usd", -1), ("budget_usd", "x"),
     ("period", "week"), ("models", [1]), ("zdr", "yes"), ("max_cost_usd", 0),
-    ("region", ""), ("bogus", 1),
+    ("region", ""), ("bogus", 1), ("models", ","), ("models", " , "),
 ])
 def test_validation_names_the_field(store: KeyStore, field: str, value: object) -> None:
     with pytest.raises(InvalidRequest) as ei:

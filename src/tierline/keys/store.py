@@ -85,6 +85,9 @@ SPEC_FIELDS = ("models", "region", "zdr", "no_training", "open_weight", "allow_p
 def _names(field: str, v: Any) -> tuple[str, ...]:
     if isinstance(v, str):
         v = [p for p in (s.strip() for s in v.split(",")) if p]
+        if not v:  # "," or " ": a typo, not "all" (omit the field for that)
+            raise InvalidRequest(f"{field} names nothing; omit it to leave it unrestricted",
+                                 param=field)
     if not isinstance(v, list | tuple) or not all(isinstance(x, str) and x for x in v):
         raise InvalidRequest(f"{field} must be a list of non-empty strings", param=field)
     return tuple(dict.fromkeys(v))
