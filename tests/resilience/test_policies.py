@@ -114,6 +114,19 @@ async def test_context_length_goes_to_a_larger_window(c3: httpx.AsyncClient,
     assert len(b.requests) == 0  # same window: skipped
 
 
+async def test_a_too_small_window_stays_skipped_after_another_failure(
+        c3: httpx.AsyncClient, m3: Mocks) -> None:
+    """small-a overflows, big-c then fails for another reason: small-b (as small as small-a)
+    is still not tried - it would overflow too."""
+    a, b, c = m3
+    a.script(status=400, error_message="This model's maximum context length is 4096 tokens")
+    for _ in range(2):
+        c.script(status=503, error_message="down")
+    r = await chat(c3, "small-a,big-c,small-b")
+    assert r.status_code in (502, 503)
+    assert len(b.requests) == 0 and len(c.requests) == 2
+
+
 async def test_content_policy_is_not_failed_over_by_default(c3: httpx.AsyncClient,
                                                             m3: Mocks) -> None:
     a, b, _ = m3

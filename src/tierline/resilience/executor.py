@@ -93,9 +93,6 @@ class Executor:
             return err.upstream_status in (401, 403, 404)
         return True
 
-    def _skip(self, err: UpstreamError, dep: Deployment, d: Deployment) -> bool:
-        return isinstance(err, ContextLengthExceeded) and window_of(d) <= window_of(dep)
-
     # -- hedging ----------------------------------------------------------------------------
     async def complete(self, req: ChatRequest, chain: list[Deployment], trace: Trace
                        ) -> tuple[Deployment, ChatResponse]:
@@ -165,11 +162,13 @@ class Executor:
     async def _down_chain(self, chain: list[Deployment], trace: Trace,
                           attempt: Callable[[Deployment], Awaitable[T]]) -> T:
         """Try `attempt` on each deployment in turn: retries with backoff on the same one,
-        then fail-over, by the rules of `_delay`, `_next_ok` and `_skip`."""
+        then fail-over, by the rules of `_delay` and `_next_ok`; once the prompt has
+        overflowed a context window, no deployment with a window that small is tried again,
+        whatever failed in between."""
         last: UpstreamError | None = None
-        skip_upto: Deployment | None = None
+        too_small = 0  # the largest context window the prompt has overflowed
         for i, dep in enumerate(chain):
-            if last is not None and skip_upto is not None and self._skip(last, skip_upto, dep):
+            if window_of(dep) <= too_small:
                 continue
             n = 0
             while True:
@@ -180,7 +179,9 @@ class Executor:
                     e.deployment = e.deployment or dep.name
                     trace.failed(dep, e)
                     self._record_failure(dep, e)
-                    last, skip_upto = e, dep
+                    last = e
+                    if isinstance(e, ContextLengthExceeded):
+                        too_small = max(too_small, window_of(dep))
                     delay = self._delay(n, e)
                     if delay is not None:
                         n += 1
