@@ -113,6 +113,12 @@ async def test_system_params_and_conversation(provider: AnthropicProvider,
     assert b["metadata"] == {"user_id": "u-42"}
     await provider.complete(req(stop=["a", "b"]), DEP)
     assert sent(mock)["stop_sequences"] == ["a", "b"]
+    # Claude 4.x refuse temperature + top_p: an SDK's no-op top_p 1 is not sent
+    await provider.complete(req(temperature=0.7, top_p=1), DEP)
+    b = sent(mock)
+    assert b["temperature"] == 0.7 and "top_p" not in b
+    await provider.complete(req(top_p=1), DEP)
+    assert sent(mock)["top_p"] == 1
 
 
 async def test_images(provider: AnthropicProvider, mock: MockAnthropic) -> None:

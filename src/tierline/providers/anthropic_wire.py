@@ -303,8 +303,11 @@ def build_payload(request: ChatRequest, deployment: Deployment, stream: bool) ->
     temperature = body.get("temperature")
     if temperature is not None:
         out["temperature"] = min(float(temperature), 1.0)  # OpenAI 0..2, Anthropic 0..1
-    if body.get("top_p") is not None:
-        out["top_p"] = body["top_p"]
+    top_p = body.get("top_p")
+    # Claude 4.x refuse temperature and top_p together; top_p 1 (what many SDKs send by
+    # default) changes nothing, so it is dropped rather than risk that 400
+    if top_p is not None and not (top_p >= 1 and temperature is not None):
+        out["top_p"] = top_p
     stop = body.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
