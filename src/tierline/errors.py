@@ -26,7 +26,8 @@ whether trying another deployment (or the same one later) can help.
 Messages never contain API keys or prompt text: tierline's own messages are written without
 them, and every UpstreamError's message - which may quote the upstream's own error text - is
 passed through `redact_secrets` (an upstream can echo the key it was sent, e.g. OpenAI's
-"Incorrect API key provided: sk-...").
+"Incorrect API key provided: sk-..."); the gateway also replaces the exact values of the
+configured provider keys and header values in every error it answers or logs.
 """
 
 from __future__ import annotations
@@ -45,8 +46,12 @@ _SECRET_RE = re.compile(
 )
 
 
-def redact_secrets(text: str) -> str:
-    """``text`` with anything that looks like a credential replaced by ``[redacted]``."""
+def redact_secrets(text: str, known: tuple[str, ...] = ()) -> str:
+    """``text`` with the ``known`` secrets (the configured provider keys, whatever their
+    format) and anything that looks like a credential replaced by ``[redacted]``."""
+    for s in known:
+        if s in text:
+            text = text.replace(s, "[redacted]")
     return _SECRET_RE.sub(_mask, text)
 
 

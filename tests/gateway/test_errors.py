@@ -3,10 +3,13 @@ map onto 429 / 502 / 503 / 504; fail-over down the chain."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from tests.mocks.openai_server import MockOpenAI
+from tierline.config import parse_config
 from tierline.gateway.server import GatewayThread
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -239,3 +242,30 @@ async def test_upstream_echo_of_a_key_is_redacted(
     rid = r.headers["x-request-id"]
     rows = await wait_rows(gateway.app.config.request_log_path(), {rid})
     assert "SECRETkey" not in repr(tuple(rows[rid]))
+
+
+async def test_an_odd_format_provider_key_echoed_upstream_is_redacted(
+        tmp_path: Path, fresh_mocks: tuple[MockOpenAI, MockOpenAI]) -> None:
+    """A key no pattern would recognise (a custom vLLM key): the gateway knows its own
+    configured credentials and takes them out of every error, JSON or in-stream."""
+    a, _ = fresh_mocks
+    odd = "vllm.Secret-2024/abc"
+    raw = {"server": {"request_log": str(tmp_path / "r.sqlite3")},
+           "catalog": {"builtin": False},
+           "providers": {"v": {"base_url": a.url + "/v1", "api_key": odd,
+                               "headers": {"x-org-token": "org/Tok.9"}}},
+           "deployments": [{"name": "v/m", "provider": "v", "model": "m"}],
+           "resilience": {"retries": 0}}
+    with GatewayThread(parse_config(raw, "odd")) as g:
+        async with httpx.AsyncClient(base_url=g.base_url, timeout=30) as c:
+            a.script(status=401, error_message=f"Invalid API key '{odd}' (org org/Tok.9)")
+            r = await c.post("/chat/completions", json={"model": "v/m", "messages": MSG})
+            assert r.status_code == 502 and odd not in r.text and "org/Tok.9" not in r.text
+            a.script(stream_error="error_object", chunks=3,
+                     error_message=f"bad credentials {odd}")
+            r = await c.post("/chat/completions", json={"model": "v/m", "messages": MSG,
+                                                        "stream": True})
+            assert '"error"' in r.text and odd not in r.text
+            a.script(status=401, error_message=f"Invalid API key '{odd}'")
+            r = await c.post("/chat/completions", json={"model": "v/m,v/m", "messages": MSG})
+            assert odd not in r.text

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from tierline.accounting.log import RequestLog
 from tierline.catalog.load import Catalog, build_catalog
 from tierline.catalog.model import ProviderSpec
 from tierline.config import Config
-from tierline.errors import ConfigError, InvalidRequest, TierlineError
+from tierline.errors import ConfigError, InvalidRequest, TierlineError, redact_secrets
 from tierline.gateway.asgi import (
     Receive,
     Scope,
@@ -65,6 +66,16 @@ def provider_factory(wire: str) -> Callable[[ProviderSpec], Provider]:
     return getattr(module, attr)  # type: ignore[no-any-return]
 
 
+def known_secrets(catalog: Catalog) -> tuple[str, ...]:
+    """Every configured provider credential (keys, resolved from the environment too, and
+    header values), longest first: an upstream that echoes one must not pass it on."""
+    found: set[str] = set()
+    for spec in catalog.providers.values():
+        key = spec.api_key or (os.environ.get(spec.api_key_env) if spec.api_key_env else None)
+        found.update(v for v in (key, *spec.headers.values()) if v and len(v) >= 6)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
 class Gateway:
     def __init__(self, config: Config, *, catalog: Catalog | None = None,
                  providers: dict[str, Provider] | None = None,
@@ -92,8 +103,14 @@ class Gateway:
             self.breakers.on_open = self._guard(self.ledger.breaker_opened)
             self.breakers.on_close = self._guard(self.ledger.breaker_closed)
         self.new_request_id = RequestIds()
+        self.secrets = known_secrets(self.catalog)
         self.started = False
         self.started_at = time.time()
+
+    def scrub(self, err: TierlineError) -> None:
+        """Take the configured credentials out of an error before it is answered or logged."""
+        if self.secrets:
+            err.message = redact_secrets(err.message, self.secrets)
 
     def predictor(self) -> QualityPredictor | None:
         if not self._predictor_loaded:

@@ -178,6 +178,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     except ClientDisconnected:
         ctx.status, ctx.error = 499, "client disconnected"
     except TierlineError as e:
+        gw.scrub(e)
         ctx.status, ctx.error = e.status, log_text(e)
         if isinstance(e, UpstreamError):
             if ctx.dep is None and e.deployment:
@@ -311,6 +312,7 @@ async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment]
                 chunk = await anext(rest, None)
     except UpstreamError as e:
         # too late to fail over: tell the client inside the stream, log the partial usage
+        gw.scrub(e)
         gw.breakers.failure(dep.name)
         ctx.trace.failed(dep, e)
         ctx.status, ctx.error = e.status, log_text(e)
