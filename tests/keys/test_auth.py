@@ -43,6 +43,22 @@ async def test_open_mode_without_keys(tmp_path: Path) -> None:
     await auth.close()
 
 
+async def test_a_store_created_after_start_up_applies(tmp_path: Path) -> None:
+    """Open at start-up, then `tierline keys create` makes the store: keys are required
+    within a second, and the new key works (it used to stay open until a restart)."""
+    auth = KeyAuth(make_config(tmp_path))
+    assert not auth.enabled()
+    s = KeyStore(tmp_path / "keys.sqlite3")
+    rec, secret = s.create("late")
+    s.close()
+    auth._store_checked -= 2  # a second has passed
+    assert auth.enabled()
+    assert auth.authenticate({"authorization": f"Bearer {secret}"}) == rec
+    with pytest.raises(AuthenticationError):
+        auth.authenticate({})
+    await auth.close()
+
+
 async def test_required_as_soon_as_a_key_exists(tmp_path: Path) -> None:
     s = KeyStore(tmp_path / "keys.sqlite3")
     rec, secret = s.create("a")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -71,6 +72,8 @@ class KeyAuth:
             limits or (SharedLimits(ledger) if ledger is not None else Limits()))
         self._resolve = resolve
         self._master = KeyRecord(id=MASTER_ID, name="master key")
+        self._store_path = path
+        self._store_checked = time.monotonic()
 
     def set_resolver(self, resolve: Resolver | None) -> None:
         """How to expand tiers / groups / `auto` into deployment names (the router's)."""
@@ -81,7 +84,19 @@ class KeyAuth:
         req = self.config.keys.require
         if req is not None:
             return req
+        if self.store is None:
+            self._adopt_new_store()
         return bool(self.master_key) or (self.store is not None and self.store.count() > 0)
+
+    def _adopt_new_store(self) -> None:
+        """Open mode, no key store at start-up: `tierline keys create` may have made one
+        since (checked at most once a second) - its keys then apply at once."""
+        now = time.monotonic()
+        if now - self._store_checked < 1.0:
+            return
+        self._store_checked = now
+        if self._store_path.exists():
+            self.store = KeyStore(self._store_path)
 
     # -- authentication ---------------------------------------------------------------------
     def is_master(self, token: str | None) -> bool:
