@@ -46,22 +46,29 @@ class Usage:
 
     @classmethod
     def from_openai(cls, u: Any) -> Usage | None:
-        """Parse an OpenAI `usage` object; None when absent or malformed."""
+        """Parse an OpenAI `usage` object; None when absent or malformed - counts that are not
+        integers in [0, 10^9] (strings, floats, negatives, 1e19) are not trusted: the gateway
+        then counts for itself."""
         if not isinstance(u, dict):
             return None
-        try:
-            pt = int(u.get("prompt_tokens") or 0)
-            ct = int(u.get("completion_tokens") or 0)
-            ptd = u.get("prompt_tokens_details") or {}
-            ctd = u.get("completion_tokens_details") or {}
-            cached = int(ptd.get("cached_tokens") or 0) if isinstance(ptd, dict) else 0
-            reasoning = int(ctd.get("reasoning_tokens") or 0) if isinstance(ctd, dict) else 0
-        except (TypeError, ValueError, OverflowError):
+        ptd = u.get("prompt_tokens_details") or {}
+        ctd = u.get("completion_tokens_details") or {}
+        counts = (u.get("prompt_tokens"), u.get("completion_tokens"),
+                  ptd.get("cached_tokens") if isinstance(ptd, dict) else None,
+                  ctd.get("reasoning_tokens") if isinstance(ctd, dict) else None)
+        if not all(v is None or plausible_count(v) for v in counts):
             return None
-        if min(pt, ct, cached, reasoning) < 0:  # garbage: the gateway counts for itself
-            return None
+        pt, ct, cached, reasoning = (int(v or 0) for v in counts)
         return cls(prompt_tokens=pt, completion_tokens=ct, cached_tokens=cached,
                    reasoning_tokens=reasoning)
+
+
+#: no request has a billion tokens: a larger count is garbage (and would overflow SQLite)
+MAX_COUNT = 10**9
+
+
+def plausible_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT
 
 
 @dataclass(slots=True)

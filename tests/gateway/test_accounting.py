@@ -166,10 +166,14 @@ async def test_a_stream_broken_mid_way_still_reports_its_cost(
     assert Decimal(usage["cost_usd"]) > 0
 
 
-async def test_negative_upstream_token_counts_are_not_trusted(
-        client: httpx.AsyncClient, fresh_mocks: tuple[MockOpenAI, MockOpenAI]) -> None:
+@pytest.mark.parametrize("bad", [-1000, 10**19, 2.5, True])
+async def test_implausible_upstream_token_counts_are_not_trusted(
+        client: httpx.AsyncClient, fresh_mocks: tuple[MockOpenAI, MockOpenAI],
+        bad: object) -> None:
+    """Negative, absurd (1e19 killed the request-log writer), float, boolean counts:
+    the gateway counts for itself."""
     a, _ = fresh_mocks
-    a.script(prompt_tokens=-1000)
+    a.script(prompt_tokens=bad)
     r = await client.post("/chat/completions", json={"model": "a/strong", "messages": MSG})
     assert r.status_code == 200
     assert Decimal(r.headers["x-tierline-cost-usd"]) > 0

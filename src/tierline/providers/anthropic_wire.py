@@ -12,7 +12,7 @@ import orjson
 
 from tierline.catalog.model import Deployment
 from tierline.errors import InvalidRequest, UpstreamBadResponse
-from tierline.types import JSON, ChatRequest, ChatResponse, Usage
+from tierline.types import JSON, ChatRequest, ChatResponse, Usage, plausible_count
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -326,14 +326,11 @@ def usage_of(u: Any) -> Usage:
     """Anthropic's usage; malformed or negative counts -> an estimate (counted locally)."""
     if not isinstance(u, dict):
         return Usage(estimated=True)
-    try:
-        inp, read, write, out = (int(u.get(k) or 0) for k in (
-            "input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens",
-            "output_tokens"))
-    except (TypeError, ValueError, OverflowError):
+    raw = [u.get(k) for k in ("input_tokens", "cache_read_input_tokens",
+                              "cache_creation_input_tokens", "output_tokens")]
+    if not all(v is None or plausible_count(v) for v in raw):
         return Usage(estimated=True)
-    if min(inp, read, write, out) < 0:
-        return Usage(estimated=True)
+    inp, read, write, out = (int(v or 0) for v in raw)
     return Usage(prompt_tokens=inp + read + write, completion_tokens=out, cached_tokens=read,
                  cache_write_tokens=write)
 
