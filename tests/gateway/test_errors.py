@@ -269,3 +269,27 @@ async def test_an_odd_format_provider_key_echoed_upstream_is_redacted(
             a.script(status=401, error_message=f"Invalid API key '{odd}'")
             r = await c.post("/chat/completions", json={"model": "v/m,v/m", "messages": MSG})
             assert odd not in r.text
+
+
+@pytest.mark.parametrize(("headers", "ok"), [
+    ({"origin": "http://evil.example"}, False),  # a web page posting from the browser
+    ({"origin": "null"}, False),  # a sandboxed frame
+    ({"host": "rebind.attacker.example"}, False),  # DNS rebinding
+    ({"origin": "http://localhost:3000"}, True),  # a local dev UI
+    ({"host": "localhost"}, True),
+])
+async def test_open_mode_refuses_browsers_from_elsewhere(client: httpx.AsyncClient,
+                                                         headers: dict[str, str],
+                                                         ok: bool) -> None:
+    """No keys required = this machine only: a cross-site POST (text/plain needs no CORS
+    preflight) or a rebound Host would otherwise spend the provider credits."""
+    for method, path, body in (("POST", "/chat/completions",
+                                 b'{"model": "a/strong", "messages": [{"role": "user", '
+                                 b'"content": "hi"}]}'), ("GET", "/models", None)):
+        r = await client.request(method, path, content=body,
+                                 headers={"content-type": "text/plain", **headers})
+        if ok:
+            assert r.status_code == 200, r.text
+        else:
+            err = assert_error(r, 403)
+            assert err["code"] in ("cross_origin_refused", "host_refused")

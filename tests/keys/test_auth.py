@@ -178,3 +178,20 @@ def test_open_mode_problem(tmp_path: Path) -> None:
     s.create("x")
     s.close()
     assert open_mode_problem(cfg, "0.0.0.0") is None
+
+
+async def test_open_mode_guard_depends_on_the_mode(tmp_path: Path) -> None:
+    foreign = {"origin": "https://evil.example", "host": "evil.example"}
+    auth = KeyAuth(make_config(tmp_path))
+    with pytest.raises(PermissionDenied):
+        auth.guard_open_mode(foreign)
+    auth.guard_open_mode({"origin": "http://127.0.0.1:8080", "host": "[::1]:4000"})
+    auth.guard_open_mode({})  # curl, SDKs: no Origin
+    # deliberately open on a network (keys.require: false): any Host, still no browsers
+    auth = KeyAuth(make_config(tmp_path, require=False))
+    auth.guard_open_mode({"host": "gateway.internal:8080"})
+    with pytest.raises(PermissionDenied):
+        auth.guard_open_mode(foreign)
+    auth = KeyAuth(make_config(tmp_path, master_key="m" * 40))  # keys in use: no guard
+    auth.guard_open_mode(foreign)
+    await auth.close()

@@ -208,3 +208,32 @@ async def test_client_disconnect_cancels_the_upstream_stream(
     assert latency_ms < 2000 and time.monotonic() - t0 < 3
     assert completion > 0 and estimated == 1  # partial usage, counted locally
     _ = Path
+
+
+async def test_client_disconnect_cancels_a_non_streaming_call(
+        gw3: GatewayThread, c3: httpx.AsyncClient, m3: Mocks) -> None:
+    """A client that gives up on a JSON answer cancels the upstream call too (it used to run
+    to completion - an embedded model's slot held, a hosted model generating for nobody)."""
+    a, _, _ = m3
+    a.script(latency=3.0)
+    t0 = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        await c3.post("/chat/completions", json={"model": "small-a", "messages": MSG},
+                      timeout=0.4)
+    path = gw3.app.config.request_log_path()
+    row = None
+    for _ in range(60):
+        conn = sqlite3.connect(path)
+        row = conn.execute("SELECT status, latency_ms FROM requests WHERE status = 499 AND "
+                           "requested_model = 'small-a' AND latency_ms < 2000").fetchone()
+        conn.close()
+        if row:
+            break
+        await asyncio.sleep(0.05)
+    conn = sqlite3.connect(path)
+    last = conn.execute("SELECT status, deployment, stream, latency_ms FROM requests "
+                        "ORDER BY ts DESC LIMIT 3").fetchall()
+    conn.close()
+    assert row is not None, f"the abandoned call was not cancelled: {last}"
+    assert time.monotonic() - t0 < 2.5
+

@@ -274,9 +274,11 @@ class Gateway:
             return
         if method not in ("GET", "HEAD"):
             return await self._method_not_allowed(send, "GET")
-        if path not in ("/healthz", "/metrics") and self.keys.enabled():
+        if path not in ("/healthz", "/metrics"):
             try:  # the model list and deployment health are for key holders only
-                self.keys.authenticate(request_headers(scope))
+                headers = request_headers(scope)
+                if self.keys.authenticate(headers) is None:
+                    self.keys.guard_open_mode(headers)
             except TierlineError as e:
                 await send_error(send, e, {"x-request-id": self.new_request_id()})
                 return

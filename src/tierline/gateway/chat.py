@@ -11,6 +11,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +150,8 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     headers = request_headers(scope)
     try:
         key = gw.keys.authenticate(headers)
+        if key is None:
+            gw.keys.guard_open_mode(headers)
         raw = await read_body(receive, headers, gw.config.server.max_body_bytes)
         req = parse_chat_request(raw, headers, request_id=ctx.rid,
                                  max_tokens_limit=gw.config.server.max_output_tokens_limit)
@@ -174,7 +177,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         if req.stream:
             await _stream(gw, ctx, req, decision.chain, send, receive)
         else:
-            await _complete(gw, ctx, req, decision.chain, send)
+            await _complete(gw, ctx, req, decision.chain, send, receive)
     except ClientDisconnected:
         ctx.status, ctx.error = 499, "client disconnected"
     except TierlineError as e:
@@ -216,7 +219,12 @@ def _settle_usage(ctx: Ctx, req: ChatRequest, usage: Usage | None, answer: str) 
 
 
 async def _complete(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
-                    send: Send) -> None:
+                    send: Send, receive: Receive) -> None:
+    await _unless_gone(ctx, req, receive, _answer(gw, ctx, req, chain, send), [])
+
+
+async def _answer(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
+                  send: Send) -> None:
     dep, resp = await gw.executor.complete(req, chain, ctx.trace)
     ctx.dep = dep
     answer = _answer_text(resp.body)
@@ -233,20 +241,26 @@ async def _complete(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deploym
 
 async def _stream(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
                   send: Send, receive: Receive) -> None:
-    """Stream, while watching for the client going away: then the upstream call is
-    cancelled at once (no tokens generated for nobody) and the partial usage is logged.
-
-    The stream is pumped in this task; a watcher task cancels it when the client
-    disconnects (one task per stream instead of two plus an `asyncio.wait`)."""
     text: list[str] = []
+    await _unless_gone(ctx, req, receive, _pump(gw, ctx, req, chain, send, text), text)
+
+
+async def _unless_gone(ctx: Ctx, req: ChatRequest, receive: Receive,
+                       work: Coroutine[Any, Any, None], text: list[str]) -> None:
+    """Run ``work`` (the upstream call and the answer) while watching for the client going
+    away: then the upstream call is cancelled at once (no tokens generated for nobody, the
+    embedded model's slot freed) and the partial usage is logged.
+
+    The work runs in this task; a watcher callback on `receive()` cancels it when the
+    client disconnects (no second task, no `asyncio.wait`)."""
     task = asyncio.current_task()
     assert task is not None
     gone = False
-    pumping = True
+    working = True
 
     def on_message(f: asyncio.Future[Message]) -> None:
         nonlocal gone
-        if pumping and not f.cancelled() and f.exception() is None \
+        if working and not f.cancelled() and f.exception() is None \
                 and f.result().get("type") == "http.disconnect":
             gone = True
             task.cancel()
@@ -254,7 +268,7 @@ async def _stream(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deploymen
     watch: asyncio.Future[Message] = asyncio.ensure_future(receive())
     watch.add_done_callback(on_message)
     try:
-        await _pump(gw, ctx, req, chain, send, text)
+        await work
     except asyncio.CancelledError:
         if not gone:
             raise
@@ -263,7 +277,7 @@ async def _stream(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deploymen
             _settle_usage(ctx, req, None, "".join(text))
         raise ClientDisconnected() from None
     finally:
-        pumping = False
+        working = False
         watch.remove_done_callback(on_message)
         watch.cancel()
 

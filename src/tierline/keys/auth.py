@@ -14,6 +14,7 @@ import ipaddress
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from tierline.config import Config
 from tierline.errors import AuthenticationError, InvalidRequest, PermissionDenied
@@ -121,6 +122,30 @@ class KeyAuth:
                 return None
             raise AuthenticationError("invalid or revoked API key")
         return rec
+
+    def guard_open_mode(self, headers: dict[str, str]) -> None:
+        """With no keys required, anyone who reaches the port may spend the provider
+        credits - meant for this machine only. A web page the operator visits could still
+        post to it from the browser (a cross-site `text/plain` POST needs no preflight) or,
+        via DNS rebinding, read it: such requests carry a foreign `Origin`, or a `Host` that
+        is not a loopback name, and are refused (403). Called only for requests without a
+        valid key, so it costs nothing when keys are in use."""
+        if self.enabled():
+            return
+        origin = headers.get("origin")
+        if origin is not None and not is_loopback(urlsplit(origin).hostname or ""):
+            raise PermissionDenied(
+                f"cross-origin request from {origin!r} refused: this gateway requires no API "
+                "key, so it only serves clients on this machine (set keys.master_key and "
+                "use keys to serve browsers)", code="cross_origin_refused")
+        host = headers.get("host")
+        if host is not None and self.config.keys.require is None:
+            name = urlsplit(f"//{host}").hostname or ""
+            if not is_loopback(name):
+                raise PermissionDenied(
+                    f"Host {host!r} refused: this gateway requires no API key and serves "
+                    "only loopback names (localhost, 127.0.0.1, [::1])",
+                    code="host_refused")
 
     # -- admission --------------------------------------------------------------------------
     def allowed_deployments(self, key: KeyRecord) -> frozenset[str] | None:
