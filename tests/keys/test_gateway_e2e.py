@@ -99,3 +99,19 @@ async def test_tpm_counts_the_output_a_request_really_used(
                          json={"model": "b/fast", "messages": MSG})
         assert r.status_code == 429, r.text
         assert "tokens per minute" in r.json()["error"]["message"]
+
+
+async def test_budget_hold_counts_every_choice(gw: tuple[GatewayThread, MockOpenAI]) -> None:
+    """`n` choices are billed n times the output: the worst-case hold too."""
+    g, _ = gw
+    root = g.base_url.removesuffix("/v1")
+    async with httpx.AsyncClient(base_url=root, timeout=60) as c:
+        r = await c.post("/admin/keys", json={"name": "n", "budget_usd": 0.0001,
+                                              "period": "total"},
+                         headers={"authorization": f"Bearer {MASTER}"})
+        auth = {"authorization": f"Bearer {r.json()['key']}"}
+        body = {"model": "b/fast", "messages": MSG, "max_tokens": 100}
+        r = await c.post("/v1/chat/completions", headers=auth, json={**body, "n": 2})
+        assert r.status_code == 402, r.text
+        r = await c.post("/v1/chat/completions", headers=auth, json=body)
+        assert r.status_code == 200, r.text

@@ -192,6 +192,10 @@ async def test_fastest_uses_live_latency(client: httpx.AsyncClient, ms: Mocks) -
     ({"models": ["mid"]}, {"max_tokens": 2000}, None, "mid: context window 1000 <"),
     ({"max_cost_usd": 0.0001, "models": ["strong"]}, {"max_tokens": 1000}, None,
      "strong: worst-case cost"),
+    # n choices are billed n times the output: within the cap for one, not for two
+    ({"max_cost_usd": 0.0001, "models": ["weak-eu"]}, {"max_tokens": 100}, "weak-eu", None),
+    ({"max_cost_usd": 0.0001, "models": ["weak-eu"]}, {"max_tokens": 100, "n": 2}, None,
+     "weak-eu: worst-case cost"),
 ])
 async def test_hard_filters(client: httpx.AsyncClient, controls: dict[str, object],
                             kwargs: dict[str, object], want: str | None,

@@ -140,6 +140,7 @@ def constraints_for(gw: Gateway, req: ChatRequest) -> Constraints:
         needs=required_capabilities(req.body),
         prompt_tokens=tokens.count_messages(req.messages),
         max_output_tokens=req.max_output_tokens,
+        choices=n if isinstance(n := req.body.get("n"), int) and n > 1 else 1,
         unhealthy=gw.breakers.unhealthy(),
     )
 
@@ -168,11 +169,10 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         ctx.route, ctx.route_detail = decision.reason, decision.detail
         if key is not None and key.budget_usd is not None:
             # any deployment of the fallback chain may end up serving: hold the worst
-            worst = max(worst_case_pico(constraints.prompt_tokens,
-                                        req.max_output_tokens or d.max_output_tokens
-                                        or max(1, window_of(d) - constraints.prompt_tokens),
-                                        d.price)
-                        for d in decision.chain)
+            worst = max(worst_case_pico(constraints.prompt_tokens, constraints.choices * (
+                req.max_output_tokens or d.max_output_tokens
+                or max(1, window_of(d) - constraints.prompt_tokens)), d.price)
+                for d in decision.chain)
             ctx.reservation = gw.keys.reserve(key, worst)
         if req.stream:
             await _stream(gw, ctx, req, decision.chain, send, receive)

@@ -25,7 +25,8 @@ class Constraints:
     allow_models: frozenset[str] | None = None  # deployment names / tier:X / groups, resolved
     needs: frozenset[str] = frozenset()  # capabilities
     prompt_tokens: int = 0
-    max_output_tokens: int | None = None
+    max_output_tokens: int | None = None  # per choice
+    choices: int = 1  # `n`: each choice is billed its own output tokens
     unhealthy: frozenset[str] = frozenset()
     extra: list[str] = field(default_factory=list)
 
@@ -94,7 +95,7 @@ def reject_reason(dep: Deployment, spec: ProviderSpec, c: Constraints) -> str | 
         return f"context window {window} < {need} tokens (prompt + max output)"
     if c.max_cost_usd is not None:
         out = c.max_output_tokens or dep.max_output_tokens or 1024
-        worst = worst_case_pico(c.prompt_tokens, out, dep.price)
+        worst = worst_case_pico(c.prompt_tokens, out * c.choices, dep.price)
         if worst > c.max_cost_usd * PICO_PER_USD:
             return (f"worst-case cost ${worst / PICO_PER_USD:.6f} > max_cost_usd "
                     f"${c.max_cost_usd:g}")
