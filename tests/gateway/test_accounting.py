@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import openai
 import orjson
 import pytest
 
@@ -83,6 +84,13 @@ async def test_models_health_metrics(gateway: GatewayThread, client: httpx.Async
     strong = next(m for m in r.json()["data"] if m["id"] == "a/strong")
     assert strong["tierline"]["price_per_mtok"]["input"] == 2.5
     assert strong["tierline"]["region"] == "us"
+    # the SDKs' models.retrieve: ids with a slash, tiers, unknown ids
+    sdk = openai.AsyncOpenAI(base_url=gateway.base_url, api_key="unused")
+    assert (await sdk.models.retrieve("a/strong")).id == "a/strong"
+    assert (await client.get("/models/tier:fast")).json()["tierline"]["kind"] == "route"
+    with pytest.raises(openai.NotFoundError):
+        await sdk.models.retrieve("nope/x")
+    await sdk.close()
     h = await client.get(gateway.root_url + "/healthz")
     assert h.json()["status"] == "ok"
     await client.post("/chat/completions", json={"model": "a/strong", "messages": MSG})

@@ -8,6 +8,7 @@ the `tierline.providers` entry points, keyed by wire format; tests may inject th
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -17,12 +18,19 @@ import time
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
+from urllib.parse import unquote
 
 from tierline.accounting.log import RequestLog
 from tierline.catalog.load import Catalog, build_catalog
 from tierline.catalog.model import ProviderSpec
 from tierline.config import Config
-from tierline.errors import ConfigError, InvalidRequest, TierlineError, redact_secrets
+from tierline.errors import (
+    ConfigError,
+    InvalidRequest,
+    ModelNotFound,
+    TierlineError,
+    redact_secrets,
+)
 from tierline.gateway.asgi import (
     Receive,
     Scope,
@@ -64,6 +72,14 @@ def provider_factory(wire: str) -> Callable[[ProviderSpec], Provider]:
     mod, _, attr = target.partition(":")
     module = __import__(mod, fromlist=[attr])
     return getattr(module, attr)  # type: ignore[no-any-return]
+
+
+def _model_id_of(path: str) -> str | None:
+    """The id in `/v1/models/{id}` (ids may contain `/`), else None."""
+    for prefix in ("/v1/models/", "/models/"):
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return unquote(path[len(prefix):])
+    return None
 
 
 def known_secrets(catalog: Catalog) -> tuple[str, ...]:
@@ -268,6 +284,10 @@ class Gateway:
         }
         handler = routes.get(path)
         if handler is None:
+            model_id = _model_id_of(path)
+            if model_id:
+                handler = functools.partial(self._model, model_id)
+        if handler is None:
             err: TierlineError = InvalidRequest(f"unknown path {path!r}", code="not_found")
             err.status = 404
             await send_error(send, err, {"x-request-id": self.new_request_id()})
@@ -289,14 +309,29 @@ class Gateway:
         err.status = 405
         await send_error(send, err, {"allow": allowed, "x-request-id": self.new_request_id()})
 
+    def _model_list(self) -> list[dict[str, Any]]:
+        data = [model_entry(d, self) for d in self.catalog.deployments.values()]
+        tiers = sorted({d.tier for d in self.catalog.deployments.values() if d.tier})
+        for name in ["auto", *(f"tier:{t}" for t in tiers), *self.config.routing.groups]:
+            data.append({"id": name, "object": "model", "created": int(self.started_at),
+                         "owned_by": "tierline", "tierline": {"kind": "route"}})
+        return data
+
     def _models(self) -> Callable[[Send], Any]:
         async def run(send: Send) -> None:
-            data = [model_entry(d, self) for d in self.catalog.deployments.values()]
-            tiers = sorted({d.tier for d in self.catalog.deployments.values() if d.tier})
-            for name in ["auto", *(f"tier:{t}" for t in tiers), *self.config.routing.groups]:
-                data.append({"id": name, "object": "model", "created": int(self.started_at),
-                             "owned_by": "tierline", "tierline": {"kind": "route"}})
-            await send_json(send, 200, {"object": "list", "data": data})
+            await send_json(send, 200, {"object": "list", "data": self._model_list()})
+        return run
+
+    def _model(self, model_id: str) -> Callable[[Send], Any]:
+        """`GET /v1/models/{id}` (the SDKs' `models.retrieve`); ids may contain `/`."""
+        async def run(send: Send) -> None:
+            for m in self._model_list():
+                if m["id"] == model_id:
+                    await send_json(send, 200, m)
+                    return
+            err = ModelNotFound(f"The model {model_id!r} does not exist or is not configured",
+                                param="model")
+            await send_error(send, err, {"x-request-id": self.new_request_id()})
         return run
 
     def _deployments(self) -> Callable[[Send], Any]:
