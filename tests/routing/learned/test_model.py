@@ -164,3 +164,34 @@ def test_feature_config_bits_bounds() -> None:
         with pytest.raises(ValueError, match=r"bits must be an integer in 10\.\.24"):
             FeatureConfig(bits=bits)
     assert FeatureConfig(bits=10).bits == 10 and FeatureConfig(bits=24).bits == 24
+
+
+def test_calibrated_values_hold_as_printed(synth_router_file: Path, synth_file: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """What `router calibrate` prints, used as printed, meets the target: values sit in the
+    middle of their step (an edge value rounded to 6 decimals crossed it), the quality share
+    is counted with the gateway's own rule (strong only where P_strong > P_weak too)."""
+    from tierline.cli import main
+    from tierline.routing.learned.calibrate import cost_per_1k, cost_per_1k_at_loss
+    from tierline.routing.learned.choose import choose
+    from tierline.routing.learned.data import load_prompts
+
+    r = LearnedRouter.load(synth_router_file)
+    texts = load_prompts(synth_file)
+    costs = {STRONG: 0.02, WEAK: 0.001}
+    base = ["router", "calibrate", str(synth_file), "--router", str(synth_router_file),
+            "--strong", STRONG, "--weak", WEAK, "--costs", f"{STRONG}=0.02,{WEAK}=0.001"]
+
+    def calibrated(*extra: str) -> float:
+        assert main([*base, *extra]) == 0
+        return float(capsys.readouterr().out.strip())
+
+    for target in (3.0, 6.0, 9.0):
+        d = calibrated("--cost-per-1k", str(target))
+        assert cost_per_1k_at_loss(r, texts, costs, d) <= target
+        t = calibrated("--knob", "quality", "--cost-per-1k", str(target))
+        assert cost_per_1k(r, texts, costs, t) <= target
+    for share in (0.2, 0.4):
+        t = calibrated("--knob", "quality", "--strong-share", str(share))
+        got = np.mean([choose(r.predict(x), costs, quality=t)[0] == STRONG for x in texts])
+        assert abs(float(got) - share) <= 0.01

@@ -19,6 +19,7 @@ estimates) matches a target.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -82,20 +83,37 @@ def _check_costs(router: LearnedRouter, costs: dict[str, float], target_per_1k: 
 
 
 def threshold_for_strong_share(
-    router: LearnedRouter, texts: Sequence[str], weak: str, target_share: float
+    router: LearnedRouter, texts: Sequence[str], weak: str, target_share: float,
+    strong: str | None = None,
 ) -> float:
-    """Threshold ``t`` such that about ``target_share`` of prompts have P(weak) < t."""
-    if not texts:
-        raise ValueError("no prompts to calibrate on")
+    """Threshold ``t`` such that about ``target_share`` of prompts go to ``strong`` under
+    ``choose(quality=t)``: with two models, strong iff P(weak) < t and P(strong) > P(weak)
+    (below the target neither reaches it, and the better predicted one serves). Without
+    ``strong``, the share of prompts with P(weak) < t. Mid-way between two prompts' values,
+    so the gateway's own predictions land on the same side."""
+    _check(texts)
     if not 0.0 <= target_share <= 1.0:
         raise ValueError("target share must be in [0, 1]")
-    pw = np.sort(router.predict_many(texts)[:, _column(router, weak)])
-    k = round(target_share * len(pw))
+    P = router.predict_many(texts)
+    pw = P[:, _column(router, weak)]
+    if strong is not None:
+        _check_pair(strong, weak)
+        pw = pw[P[:, _column(router, strong)] > pw]  # only these can go to strong
+    pw = np.sort(pw)
+    k = round(target_share * len(texts))
+    if k > len(pw):
+        _warn_unreachable(target_share, len(pw) / len(texts))
+        k = len(pw)
     if k <= 0:
-        return float(pw[0])  # P(weak) >= t for all -> no strong call
+        return float(pw[0]) if len(pw) else 1.0  # P(weak) >= t for all -> no strong call
     if k >= len(pw):
-        return float(np.nextafter(pw[-1], np.inf))
+        return float(min(1.0, pw[-1] + 1e-6))
     return float((pw[k - 1] + pw[k]) / 2.0)
+
+
+def _warn_unreachable(target: float, best: float) -> None:
+    print(f"warning: a strong share of {target:g} is out of reach: only {best:.4f} of these "
+          "prompts are predicted to gain from the strong model", file=sys.stderr)
 
 
 def _per_1k(
@@ -138,7 +156,12 @@ def _bisect(
     cost_at: Callable[[float], float], lo: float, hi: float, target: float, iters: int
 ) -> float:
     """The knob value nearest ``lo`` (the dear end) whose cost stays <= ``target``, for a
-    cost that falls from ``lo`` towards ``hi`` (the cheap end); ``lo`` itself if affordable."""
+    cost that falls from ``lo`` towards ``hi`` (the cheap end); ``lo`` itself if affordable.
+
+    The cost is a step function of the knob; the value returned is the middle of the step
+    found, not its edge, so that a rounded value - or the gateway's own, one-prompt-at-a-
+    time predictions - stay on the same side of every prompt's decision."""
+    end = hi
     if cost_at(lo) <= target:
         return lo
     for _ in range(iters):
@@ -147,7 +170,17 @@ def _bisect(
             hi = mid
         else:
             lo = mid
-    return hi
+    # hi is just past an edge: find where this step ends, towards the cheap end
+    here, a, b = cost_at(hi), hi, end
+    if cost_at(end) == here:
+        a = b = end
+    for _ in range(iters):
+        mid = (a + b) / 2.0
+        if cost_at(mid) == here:
+            a = mid
+        else:
+            b = mid
+    return (hi + a) / 2.0
 
 
 def _check(texts: Sequence[str]) -> None:
@@ -193,12 +226,16 @@ def cost_weight_for_cost(
     target_per_1k: float,
     iters: int = 30,
 ) -> float:
-    """Smallest ``cost_weight`` whose expected cost per 1k requests stays <= the target (at
-    2 no predicted gain, at most 1, pays for the dearest model)."""
+    """Smallest ``cost_weight`` whose expected cost per 1k requests stays <= the target.
+    The cheap end of the search doubles until the target is met (the costs are relative to
+    the dearest, so two cheap models of nearly one price need a large weight to separate)."""
     _check(texts)
     _check_costs(router, costs, target_per_1k)
-    return _bisect(lambda lam: cost_per_1k_at_weight(router, texts, costs, lam), 0.0, 2.0,
-                   target_per_1k, iters)
+    hi = 2.0
+    while cost_per_1k_at_weight(router, texts, costs, hi) > target_per_1k and hi < 1e9:
+        hi *= 8.0
+    return _bisect(lambda lam: cost_per_1k_at_weight(router, texts, costs, lam), 0.0, hi,
+                   target_per_1k, iters + int(math.log2(hi)))
 
 
 def _gain_threshold(
@@ -213,10 +250,13 @@ def _gain_threshold(
     P = router.predict_many(texts)
     gain = np.sort(P[:, cs] - P[:, cw])
     k = len(gain) - round(target_share * len(gain))  # prompts that stay on the weak model
+    positive = int((gain > 0).sum())
+    if len(gain) - k > positive:  # no knob >= 0 sends a prompt predicted to lose
+        _warn_unreachable(target_share, positive / len(gain))
     if k <= 0:
         return float(gain[0]) - 1e-6
     if k >= len(gain):
-        return float(gain[-1])
+        return float(gain[-1]) + 1e-6  # a margin: strong iff gain > knob, none is
     return float((gain[k - 1] + gain[k]) / 2.0)
 
 

@@ -162,7 +162,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     costs = cal.parse_costs(args.costs)
     if args.knob == "quality":
         if args.strong_share is not None:
-            t = cal.threshold_for_strong_share(router, texts, args.weak, args.strong_share)
+            # the strong model: --strong, or the other profile of a two-model router
+            others = [m for m in router.profiles if m != args.weak]
+            strong = args.strong if args.strong in router.profiles else (
+                others[0] if len(others) == 1 else None)
+            t = cal.threshold_for_strong_share(router, texts, args.weak, args.strong_share,
+                                               strong=strong)
         else:
             t = cal.threshold_for_cost(router, texts, costs, args.cost_per_1k)
     elif args.knob == "max_loss":
@@ -176,7 +181,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                                              args.strong_share)
     else:
         t = cal.cost_weight_for_cost(router, texts, costs, args.cost_per_1k)
-    print(f"{t:.6f}")
+    print(f"{t:.10g}")  # mid-step values: enough digits to stay inside the step
     return 0
 
 
