@@ -226,6 +226,7 @@ def test_follow_hosts_entries() -> None:
                                "https://*.x.example:8443/"]) == [
         ("https", "*.replicate.com", 443), ("https", "stream.example", 443),
         ("http", "h", 81), ("https", "*.x.example", 8443)]
+    assert parse_follow_hosts("x.example") == [("https", "x.example", 443)]
     for bad in ("ftp://x", "*", "a/b", "https://x/path", "user@host", "*.*.x", "a*.x", ""):
         with pytest.raises(ConfigError):
             parse_follow_hosts([bad])

@@ -94,7 +94,7 @@ def _origin_text(o: Origin | None) -> str:
 def parse_follow_hosts(entries: Iterable[str]) -> list[Origin]:
     """`follow_hosts` entries as (scheme, host pattern, port); ConfigError when malformed."""
     rules: list[Origin] = []
-    for entry in entries:
+    for entry in [entries] if isinstance(entries, str) else entries:
         text = str(entry).strip()
         scheme, sep, rest = text.partition("://")
         if not sep:
