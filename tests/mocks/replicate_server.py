@@ -7,6 +7,7 @@
         m.script(http_status=422, detail="- input.max_tokens: must be >= 1")
         m.script(http_status=429, detail="Request was throttled.", headers={"retry-after": "2"})
         m.script(stream_error="model crashed", error_after=1)
+        m.script(url_base="http://elsewhere:1234")  # urls.get/cancel/stream point there
         ProviderSpec(name="replicate", wire="replicate", base_url=m.url + "/v1", api_key="r8_x")
 
 Endpoints (as Replicate's): POST /v1/models/{owner}/{name}/predictions, POST /v1/predictions
@@ -49,6 +50,7 @@ class ReplicateScript:
     error: str | None = None  # prediction.error when failed
     polls: int = 0  # GETs that still answer "processing" (Prefer: wait is then not honored)
     streamable: bool = True  # include urls.stream
+    url_base: str | None = None  # the origin urls.get/cancel/stream name (default: this mock)
     # create-time HTTP errors
     http_status: int = 201
     detail: str = "error"
@@ -141,11 +143,12 @@ class MockReplicate(MockServer[ReplicateScript]):
                 return self.problem(422, "- version: version is required")
             model, version = "owner/model", str(body["version"])
         pid = f"p{next(_ids):06d}mockpred"
-        api = f"{self.url}/v1/predictions/{pid}"
+        base = s.url_base or self.url
+        api = f"{base}/v1/predictions/{pid}"
         urls = {"get": api, "cancel": api + "/cancel",
                 "web": f"https://replicate.com/p/{pid}"}
         if s.streamable and body.get("stream"):
-            urls["stream"] = f"{self.url}/v1/stream/{pid}"
+            urls["stream"] = f"{base}/v1/stream/{pid}"
         obj: dict[str, Any] = {
             "id": pid, "model": model, "version": version, "input": body["input"],
             "logs": "", "output": None, "data_removed": False, "error": None,

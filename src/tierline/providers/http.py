@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from tierline.catalog.model import Deployment, ProviderSpec
 from tierline.errors import (
@@ -128,6 +130,25 @@ def status_error(
                                retry_after=retry_after)
 
 
+def redirect_error(status: int, headers: Mapping[str, str], deployment: str
+                   ) -> UpstreamStatusError:
+    """A 3xx answer: never followed (the credentials, vendor headers and the prompt would
+    go along to wherever it points), so an upstream error naming where it pointed."""
+    loc = urlsplit(headers.get("location") or "")
+    try:
+        where = f" to {loc.scheme}://{loc.hostname}" if loc.scheme and loc.hostname else ""
+    except ValueError:
+        where = ""
+    return UpstreamStatusError(
+        f"upstream {deployment!r} answered HTTP {status} with a redirect{where}; redirects "
+        "are not followed (check the provider's base_url)",
+        upstream_status=status, deployment=deployment)
+
+
+def is_redirect(status: int) -> bool:
+    return 300 <= status < 400
+
+
 class _Body(Protocol):
     async def readany(self) -> bytes: ...
 
@@ -149,15 +170,18 @@ class UpstreamResponse(Protocol):
     def release(self) -> Any: ...
 
 
-_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-               "ALL_PROXY")
+#: the variables that select a proxy (NO_PROXY exempts hosts). ALL_PROXY is not used: aiohttp
+#: speaks to http:// proxies only, named per scheme.
+_PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")
 
 
 class HttpClient:
     """A pooled keep-alive client for one vendor. Created lazily on the running loop.
 
     Requests go through `fasthttp` (httptools) unless the provider sets
-    `transport: aiohttp` or a proxy is configured in the environment; aiohttp then.
+    `transport: aiohttp` or a proxy is configured in the environment; aiohttp then, through
+    the proxy HTTP_PROXY / HTTPS_PROXY name for the URL's scheme unless NO_PROXY exempts the
+    host. Neither client follows redirects: a 3xx is an `UpstreamStatusError`.
     """
 
     def __init__(self, spec: ProviderSpec) -> None:
@@ -167,6 +191,7 @@ class HttpClient:
         self.fast = spec.transport != "aiohttp" and not any(os.environ.get(v)
                                                              for v in _PROXY_VARS)
         self._pools: dict[str, FastPool] = {}
+        self._proxies: dict[str, tuple[URL | None, aiohttp.BasicAuth | None]] = {}
 
     def _pool(self, url: str) -> tuple[FastPool, str] | None:
         if not self.fast:
@@ -181,6 +206,30 @@ class HttpClient:
                 origin, max_connections=self.spec.max_connections,
                 connect_timeout=self.timeouts.connect)
         return pool, (u.path or "/") + (f"?{u.query}" if u.query else "")
+
+    def proxy_for(self, url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+        """The environment's proxy for this URL's origin (and its credentials), or None.
+
+        What aiohttp's `trust_env=True` would pick (HTTP(S)_PROXY, NO_PROXY, proxy credentials
+        in the proxy URL or ~/.netrc), looked up once per origin. `trust_env` itself is not
+        used: it would also read ~/.netrc for the *upstream* host on every request and
+        replace the provider's own Authorization header with what it finds there.
+        """
+        u = URL(url)
+        origin = f"{u.scheme}://{u.host}:{u.port}"
+        found = self._proxies.get(origin)
+        if found is None:
+            try:
+                found = get_env_proxy_for_url(u)
+            except LookupError:
+                found = (None, None)
+            self._proxies[origin] = found
+        return found
+
+    def aio_options(self, url: str) -> dict[str, Any]:
+        """The keyword arguments of every aiohttp request: no redirects, the proxy."""
+        proxy, auth = self.proxy_for(url)
+        return {"allow_redirects": False, "proxy": proxy, "proxy_auth": auth}
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -218,6 +267,7 @@ class HttpClient:
         limit = timeout if timeout is not None else min(self.timeouts.total,
                                                        self.timeouts.first_token)
         fast = self._pool(url)
+        hdrs: Mapping[str, str]
         try:
             async with asyncio.timeout(limit):
                 if fast is not None:
@@ -226,11 +276,12 @@ class HttpClient:
                         data = await r.read()
                     finally:
                         r.release()
-                    return r.status, r.headers, data
-                async with self.session().request(method, url, data=body,
-                                                  headers=headers) as resp:
-                    data = await resp.read()
-                    return resp.status, resp.headers, data
+                    status, hdrs = r.status, r.headers
+                else:
+                    async with self.session().request(method, url, data=body, headers=headers,
+                                                      **self.aio_options(url)) as resp:
+                        data = await resp.read()
+                        status, hdrs = resp.status, resp.headers
         except TimeoutError as e:
             raise UpstreamTimeout(f"upstream {deployment!r} timed out after {limit:g}s",
                                   deployment=deployment) from e
@@ -239,19 +290,27 @@ class HttpClient:
                 f"connection to upstream {deployment!r} failed: {type(e).__name__}",
                 deployment=deployment,
             ) from e
+        if is_redirect(status):
+            raise redirect_error(status, hdrs, deployment)
+        return status, hdrs, data
 
     async def open_stream(
-        self, url: str, *, deployment: str, headers: Mapping[str, str], body: bytes,
-        first_token: float | None = None,
+        self, url: str, *, deployment: str, headers: Mapping[str, str], body: bytes | None,
+        first_token: float | None = None, method: str = "POST",
     ) -> UpstreamResponse:
-        """POST and return the response once headers arrived (status checked by caller)."""
+        """Send the request and return the response once headers arrived. An error status
+        is the caller's to check; a redirect raises `UpstreamStatusError`."""
         fast = self._pool(url)
         limit = first_token or self.timeouts.first_token
+        resp: UpstreamResponse
         try:
             async with asyncio.timeout(limit):
                 if fast is not None:
-                    return await fast[0].request("POST", fast[1], headers, body)
-                return await self.session().post(url, data=body, headers=headers)
+                    resp = await fast[0].request(method, fast[1], headers, body)
+                else:
+                    resp = await self.session().request(method, url, data=body,
+                                                        headers=headers,
+                                                        **self.aio_options(url))
         except TimeoutError as e:
             raise UpstreamTimeout(
                 f"upstream {deployment!r} sent no response within "
@@ -261,6 +320,10 @@ class HttpClient:
                 f"connection to upstream {deployment!r} failed: {type(e).__name__}",
                 deployment=deployment,
             ) from e
+        if is_redirect(resp.status):
+            resp.release()
+            raise redirect_error(resp.status, resp.headers, deployment)
+        return resp
 
     async def read_error(self, resp: UpstreamResponse, deployment: str) -> UpstreamError:
         try:

@@ -18,34 +18,103 @@
   `error`, `done`), then fetches the prediction for `metrics`; usage comes from
   `metrics.input_token_count` / `output_token_count`, or is estimated locally (chars / 4,
   `estimated=True`). Closing a stream early cancels the prediction.
+- URLs in a prediction are followed only where the API token may go: `urls.get` /
+  `urls.cancel` only on base_url's origin (scheme, host, port), else they are built from the
+  prediction id under base_url; `urls.stream` on base_url's origin or a `follow_hosts` entry
+  (default `*.replicate.com` over https: Replicate serves streams from
+  stream.replicate.com), else the stream is not opened and the prediction is polled instead,
+  its output forwarded as it grows (a warning is logged).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
+from urllib.parse import quote, urlsplit
 
-import aiohttp
 import orjson
 
 from tierline.catalog.model import Deployment, ProviderSpec
 from tierline.errors import (
+    ConfigError,
     ContextLengthExceeded,
     InvalidRequest,
     UpstreamBadResponse,
-    UpstreamConnectionError,
     UpstreamError,
     UpstreamTimeout,
 )
-from tierline.providers.http import HttpClient, iter_sse, loads_object, status_error
+from tierline.providers.http import (
+    HttpClient,
+    UpstreamResponse,
+    iter_sse,
+    loads_object,
+    status_error,
+)
 from tierline.providers.openai_compat import resolve_api_key
 from tierline.types import JSON, ChatRequest, ChatResponse, StreamChunk, Usage
 
 DEFAULT_BASE_URL = "https://api.replicate.com/v1"
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
+#: where else than base_url's origin a prediction's `urls.stream` may point (the API token is
+#: sent along): "*.example.com" is any subdomain over https, "example.com" that host over
+#: https, "http(s)://host[:port]" exactly that origin ("*." allowed in its host too)
+DEFAULT_FOLLOW_HOSTS = ("*.replicate.com",)
+
+log = logging.getLogger("tierline.providers.replicate")
+
+Origin = tuple[str, str, int]
+
+
+def url_origin(url: Any) -> Origin | None:
+    """(scheme, host, port) of an absolute http(s) URL; None for anything else, and for URLs
+    that parsers may read differently (credentials, backslashes, blanks, control chars)."""
+    if not isinstance(url, str) or "\\" in url or any(ord(c) <= 0x20 or ord(c) == 0x7F
+                                                      for c in url):
+        return None
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError:
+        return None
+    scheme = u.scheme.lower()
+    host = (u.hostname or "").rstrip(".")
+    if scheme not in ("http", "https") or not host or "@" in u.netloc:
+        return None
+    return scheme, host, port or (443 if scheme == "https" else 80)
+
+
+def _origin_text(o: Origin | None) -> str:
+    return f"{o[0]}://{o[1]}:{o[2]}" if o else "an unusable URL"
+
+
+def parse_follow_hosts(entries: Iterable[str]) -> list[Origin]:
+    """`follow_hosts` entries as (scheme, host pattern, port); ConfigError when malformed."""
+    rules: list[Origin] = []
+    for entry in [entries] if isinstance(entries, str) else entries:
+        text = str(entry).strip()
+        scheme, sep, rest = text.partition("://")
+        if not sep:
+            scheme, rest = "https", text
+        hostport = rest[:-1] if rest.endswith("/") else rest
+        wildcard = hostport.startswith("*.")
+        o = url_origin(f"{scheme}://{hostport[2:] if wildcard else hostport}")
+        if o is None or "/" in hostport or "*" in hostport[2 if wildcard else 0:]:
+            raise ConfigError(f"follow_hosts entry {entry!r} is not a host, '*.domain' or "
+                              "http(s)://host[:port]")
+        rules.append((o[0], ("*." if wildcard else "") + o[1], o[2]))
+    return rules
+
+
+def _host_matches(origin: Origin, rule: Origin) -> bool:
+    if origin[0] != rule[0] or origin[2] != rule[2]:
+        return False
+    if rule[1].startswith("*."):
+        return origin[1].endswith(rule[1][1:])
+    return origin[1] == rule[1]
 
 
 # ---------------------------------------------------------------------------------------
@@ -212,9 +281,19 @@ class ReplicateProvider:
 
     poll_interval = 0.5  # seconds between polls of a prediction that is not done yet
 
-    def __init__(self, spec: ProviderSpec) -> None:
+    def __init__(self, spec: ProviderSpec, follow_hosts: Iterable[str] | None = None) -> None:
         self.spec = spec
         self.base = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
+        origin = url_origin(self.base)
+        if origin is None:
+            raise ConfigError(f"provider {spec.name!r}: base_url {self.base!r} is not an "
+                              "absolute http(s) URL")
+        self.origin = origin
+        if follow_hosts is None:  # a `follow_hosts` provider setting, where the spec has one
+            follow_hosts = getattr(spec, "follow_hosts", None)
+        self.follow_hosts = parse_follow_hosts(
+            DEFAULT_FOLLOW_HOSTS if follow_hosts is None else follow_hosts)
+        self._warned: set[tuple[str, str]] = set()
         self.http = HttpClient(spec)
         headers = {"content-type": "application/json"}
         key = resolve_api_key(spec)
@@ -253,9 +332,44 @@ class ReplicateProvider:
                                       deployment=name)
         return pred
 
+    @staticmethod
+    def _url(pred: JSON, key: str) -> Any:
+        urls = pred.get("urls")
+        return urls.get(key) if isinstance(urls, dict) else None
+
+    def may_stream_from(self, url: Any) -> bool:
+        """May the API token go to this `urls.stream`? base_url's origin or `follow_hosts`."""
+        o = url_origin(url)
+        return o is not None and (o == self.origin or
+                                  any(_host_matches(o, r) for r in self.follow_hosts))
+
+    def _api_url(self, pred: JSON, key: str, deployment: str) -> str | None:
+        """`urls.get` / `urls.cancel` when on base_url's origin; else the same endpoint built
+        from the prediction id under base_url (None without an id)."""
+        url = self._url(pred, key)
+        if url and url_origin(url) == self.origin:
+            return str(url)
+        pid = pred.get("id")
+        if not isinstance(pid, str) or not pid:
+            return None
+        if url:
+            where = _origin_text(url_origin(url))
+            if (key, where) not in self._warned:  # once per provider and origin: polls repeat
+                if len(self._warned) < 256:
+                    self._warned.add((key, where))
+                log.warning("upstream %r: prediction urls.%s points at %s, not at base_url's "
+                            "origin %s; using %s/predictions/<id> instead (the API token is "
+                            "only sent to base_url's origin)", deployment, key, where,
+                            _origin_text(self.origin), self.base)
+        url = f"{self.base}/predictions/{quote(pid, safe='')}"
+        return url + "/cancel" if key == "cancel" else url
+
     async def _get(self, pred: JSON, deployment: str, timeout: float | None = None) -> JSON:
-        url = (pred.get("urls") or {}).get("get") or f"{self.base}/predictions/{pred.get('id')}"
-        status, hdrs, raw = await self.http.request("GET", str(url), deployment=deployment,
+        url = self._api_url(pred, "get", deployment)
+        if url is None:
+            raise UpstreamBadResponse(f"upstream {deployment!r} prediction has no id",
+                                      deployment=deployment)
+        status, hdrs, raw = await self.http.request("GET", url, deployment=deployment,
                                                     headers=self._headers, timeout=timeout)
         if status >= 400:
             raise status_error(status, raw, hdrs, deployment)
@@ -263,11 +377,11 @@ class ReplicateProvider:
 
     async def _cancel(self, pred: JSON, deployment: str) -> None:
         """Best effort: a prediction nobody reads any more should stop costing money."""
-        url = (pred.get("urls") or {}).get("cancel")
+        url = self._api_url(pred, "cancel", deployment)
         if not url:
             return
         try:
-            await self.http.request("POST", str(url), deployment=deployment,
+            await self.http.request("POST", url, deployment=deployment,
                                     headers=self._headers, timeout=5.0)
         except UpstreamError:
             pass
@@ -310,18 +424,72 @@ class ReplicateProvider:
                                             _finish_reason(usage, body["input"]), usage),
                             usage=usage)
 
-    async def _open_get_stream(self, url: str, name: str) -> aiohttp.ClientResponse:
+    async def _sse_output(self, url: str, name: str) -> AsyncGenerator[str, None]:
+        """The `output` texts of the prediction's event stream, up to its `done` event; ""
+        first, once the stream is open."""
+        t = self.http.timeouts
         headers = {**self._headers, "accept": "text/event-stream", "cache-control": "no-store"}
         headers.pop("content-type", None)
+        resp: UpstreamResponse = await self.http.open_stream(
+            url, deployment=name, headers=headers, body=None, method="GET",
+            first_token=t.first_token)
         try:
-            async with asyncio.timeout(self.http.timeouts.first_token):
-                return await self.http.session().get(url, headers=headers)
-        except TimeoutError as e:
-            raise UpstreamTimeout(f"upstream {name!r} stream did not open within "
-                                  f"{self.http.timeouts.first_token:g}s", deployment=name) from e
-        except aiohttp.ClientError as e:
-            raise UpstreamConnectionError(f"connection to upstream {name!r} failed: "
-                                          f"{type(e).__name__}", deployment=name) from e
+            if resp.status >= 400:
+                raise await self.http.read_error(resp, name)
+            if "text/event-stream" not in resp.headers.get("content-type", ""):
+                raise UpstreamBadResponse(f"upstream {name!r} did not answer with an event "
+                                          "stream", deployment=name)
+            yield ""  # the stream is open: the role chunk may go out
+            async for event, data in iter_sse(resp, deployment=name,
+                                              first_timeout=t.first_token,
+                                              idle_timeout=t.idle, total_timeout=t.total):
+                if event == "output":
+                    text = data.decode("utf-8", "replace")
+                    if text:
+                        yield text
+                elif event == "error":
+                    raise _event_error(data, name)
+                elif event == "done":
+                    try:
+                        info = orjson.loads(data) if data.strip() else {}
+                    except orjson.JSONDecodeError:
+                        info = {}
+                    reason = info.get("reason") if isinstance(info, dict) else None
+                    if reason in ("canceled", "aborted"):
+                        raise UpstreamBadResponse(f"upstream {name!r} prediction was "
+                                                  f"{reason}", deployment=name)
+                    if reason == "error":
+                        raise prediction_error("", name)
+                    return
+                # "logs" and unnamed events carry nothing for the client
+            raise UpstreamBadResponse(f"upstream {name!r} stream ended without a done "
+                                      "event", deployment=name)
+        finally:
+            resp.release()
+
+    async def _polled_output(self, pred: JSON, name: str, final: list[JSON]
+                             ) -> AsyncGenerator[str, None]:
+        """The output of a prediction polled until done, as it grows (when the stream URL
+        may not be followed). The last prediction read is left in `final[0]`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.http.timeouts.total
+        sent = ""
+        while True:
+            status = pred.get("status")
+            if status in TERMINAL:
+                _check_terminal(pred, name)
+            text = _output_text(pred.get("output"))
+            if len(text) > len(sent) and text.startswith(sent):
+                yield text[len(sent):]
+                sent = text
+            if status in TERMINAL:
+                final[0] = pred
+                return
+            if loop.time() >= deadline:
+                raise UpstreamTimeout(f"upstream {name!r} prediction did not finish within "
+                                      f"{self.http.timeouts.total:g}s", deployment=name)
+            await asyncio.sleep(min(self.poll_interval, max(0.0, deadline - loop.time())))
+            pred = await self._get(pred, name)
 
     async def stream(
         self, request: ChatRequest, deployment: Deployment
@@ -332,7 +500,7 @@ class ReplicateProvider:
         pred = await self._create(url, body, deployment, wait=False)
         if pred.get("status") in ("failed", "canceled", "aborted"):
             _check_terminal(pred, name)
-        stream_url = (pred.get("urls") or {}).get("stream")
+        stream_url = self._url(pred, "stream")
         if not stream_url:
             await self._cancel(pred, name)
             raise UpstreamBadResponse(f"upstream {name!r} does not support streaming "
@@ -347,66 +515,48 @@ class ReplicateProvider:
                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
                              "finish_reason": finish}]})
 
+        follow = self.may_stream_from(stream_url)
+        final = [pred]
+        if follow:
+            output = self._sse_output(str(stream_url), name)
+        else:
+            log.warning("upstream %r: prediction urls.stream points at %s, neither base_url's "
+                        "origin nor a follow_hosts entry; not opening it (the API token would "
+                        "go along), polling the prediction instead", name,
+                        _origin_text(url_origin(stream_url)))
+            output = self._polled_output(pred, name, final)
         finished = False
-        resp: aiohttp.ClientResponse | None = None
         try:
-            resp = await self._open_get_stream(str(stream_url), name)
-            if resp.status >= 400:
-                raise await self.http.read_error(resp, name)
-            if "text/event-stream" not in resp.headers.get("content-type", ""):
-                raise UpstreamBadResponse(f"upstream {name!r} did not answer with an event "
-                                          "stream", deployment=name)
-            yield chunk({"role": "assistant", "content": ""})
             pieces: list[str] = []
-            done = False
-            async for event, data in iter_sse(resp, deployment=name,
-                                              first_timeout=t.first_token,
-                                              idle_timeout=t.idle, total_timeout=t.total):
-                if event == "output":
-                    text = data.decode("utf-8", "replace")
-                    if text:
-                        pieces.append(text)
-                        yield chunk({"content": text})
-                elif event == "error":
-                    raise _event_error(data, name)
-                elif event == "done":
-                    try:
-                        info = orjson.loads(data) if data.strip() else {}
-                    except orjson.JSONDecodeError:
-                        info = {}
-                    reason = info.get("reason") if isinstance(info, dict) else None
-                    if reason in ("canceled", "aborted"):
-                        raise UpstreamBadResponse(f"upstream {name!r} prediction was "
-                                                  f"{reason}", deployment=name)
-                    if reason == "error":
-                        raise prediction_error("", name)
-                    done = True
-                    break
-                # "logs" and unnamed events carry nothing for the client
-            if not done:
-                raise UpstreamBadResponse(f"upstream {name!r} stream ended without a done "
-                                          "event", deployment=name)
+            role_sent = False
+            async for text in output:
+                if not role_sent:
+                    role_sent = True
+                    yield chunk({"role": "assistant", "content": ""})
+                if text:
+                    pieces.append(text)
+                    yield chunk({"content": text})
+            if not role_sent:
+                yield chunk({"role": "assistant", "content": ""})
             finished = True
-            resp.release()
             text = "".join(pieces)
-            final = pred
-            try:
-                for _ in range(3):
-                    final = await self._get(pred, name, timeout=min(t.idle, 10.0))
-                    if final.get("status") in TERMINAL and final.get("metrics"):
-                        break
-                    await asyncio.sleep(self.poll_interval)
-            except UpstreamError:
-                final = pred
-            usage = usage_of(final, body["input"], text)
+            if follow:
+                try:
+                    for _ in range(3):
+                        final[0] = await self._get(pred, name, timeout=min(t.idle, 10.0))
+                        if final[0].get("status") in TERMINAL and final[0].get("metrics"):
+                            break
+                        await asyncio.sleep(self.poll_interval)
+                except UpstreamError:
+                    final[0] = pred
+            usage = usage_of(final[0], body["input"], text)
             yield chunk({}, _finish_reason(usage, body["input"]))
             yield StreamChunk(data={
                 "id": pid, "object": "chat.completion.chunk", "created": created,
                 "model": deployment.model, "choices": [], "usage": usage.to_openai()},
                 usage=usage)
         finally:
-            if resp is not None:
-                resp.release()
+            await output.aclose()
             if not finished:
                 await self._cancel(pred, name)
 
