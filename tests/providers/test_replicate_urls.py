@@ -241,3 +241,24 @@ def test_ids_are_quoted_under_base_url() -> None:
                       "cancel", "d") == "https://api.replicate.com/v1/c"
     assert p._api_url({"urls": {"cancel": "https://evil.example/c"}}, "cancel", "d") is None
     assert url_origin("https://API.replicate.com/v1") == ("https", "api.replicate.com", 443)
+
+
+def test_follow_hosts_is_a_provider_setting() -> None:
+    from tierline.catalog.load import build_catalog
+    from tierline.config import parse_config
+    from tierline.errors import ConfigError
+    from tierline.providers.replicate import ReplicateProvider
+
+    def provider(hosts: list[str]) -> ReplicateProvider:
+        raw = {"catalog": {"builtin": False}, "server": {"request_log": "off"},
+               "providers": {"rep": {"wire": "replicate", "api_key": "r8_x",
+                                     "base_url": "https://api.replicate.com/v1",
+                                     "follow_hosts": hosts}},
+               "deployments": [{"name": "rep/m", "provider": "rep", "model": "a/b"}]}
+        return ReplicateProvider(build_catalog(parse_config(raw, "fh")).providers["rep"])
+
+    p = provider(["*.replicate.net"])
+    assert p.may_stream_from("https://stream.replicate.net/v1/files/x")
+    assert not p.may_stream_from("https://stream.replicate.com/v1/files/x")
+    with pytest.raises(ConfigError):
+        provider(["ftp://x"])

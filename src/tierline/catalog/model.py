@@ -47,6 +47,9 @@ class ProviderSpec(_Strict):
     # openai wire: ask for stream usage with `stream_options.include_usage`. False for vendors
     # that reject the field (and report usage in a stream's last chunk anyway): it is dropped.
     send_stream_options: bool = True
+    # replicate wire: hosts the API token may follow a prediction's `urls.stream` to, besides
+    # base_url's origin (None: `*.replicate.com` over https)
+    follow_hosts: list[str] | None = None
     # seconds
     connect_timeout: float = Field(10.0, gt=0)
     first_token_timeout: float = Field(60.0, gt=0)

@@ -289,8 +289,8 @@ class ReplicateProvider:
             raise ConfigError(f"provider {spec.name!r}: base_url {self.base!r} is not an "
                               "absolute http(s) URL")
         self.origin = origin
-        if follow_hosts is None:  # a `follow_hosts` provider setting, where the spec has one
-            follow_hosts = getattr(spec, "follow_hosts", None)
+        if follow_hosts is None:  # the provider's `follow_hosts` setting
+            follow_hosts = spec.follow_hosts
         self.follow_hosts = parse_follow_hosts(
             DEFAULT_FOLLOW_HOSTS if follow_hosts is None else follow_hosts)
         self._warned: set[tuple[str, str]] = set()
