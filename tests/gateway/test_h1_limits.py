@@ -136,6 +136,25 @@ def test_requests_sent_one_by_one_without_reading_stay_bounded() -> None:
         s.close()
 
 
+def test_an_error_behind_a_request_held_back_by_back_pressure_comes_after_it() -> None:
+    with Running(LimitsApp(), keep_alive_timeout=5.0) as r:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", r.server.port))
+        big = b"GET /big?size=8388608 HTTP/1.1\r\nHost: x\r\n\r\n"
+        s.sendall(big)
+        time.sleep(0.3)  # answered; the write buffer stays full: the client does not read
+        s.sendall(b"GET /big?size=10 HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n")
+        time.sleep(0.2)
+        s.settimeout(5)
+        buf = bytearray()
+        assert read_response(s, buf)[0] == 200
+        assert read_response(s, buf)[:3:2] == (200, b"y" * 10)
+        status, headers, _ = read_response(s, buf)
+        assert status == 400 and headers["connection"] == "close"
+        s.close()
+
+
 def test_many_pipelined_requests_are_all_answered_in_order() -> None:
     # the bytes held back while the queue is full are parsed later, none lost or reordered
     n = 3000

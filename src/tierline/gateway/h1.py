@@ -484,7 +484,8 @@ class H1Connection(asyncio.Protocol):
             self._start(self.queue.popleft())
             if self.pending is not None:
                 data, self.pending = self.pending, None
-                self.last_activity = self.loop.time()
+                # reading stays paused: the deadlines of what is parsed now start now
+                self.last_activity = self.paused_at = self.loop.time()
                 self._feed_slices(data)
                 if self.closing:
                     return
@@ -578,7 +579,7 @@ class H1Connection(asyncio.Protocol):
                     self.write(reply)
                 self.close()
                 return
-        if self.active is None:
+        if self.active is None and not self.queue:  # (a queue waits for the write buffer)
             self.write(reply)
             self.close()
             return
