@@ -47,6 +47,12 @@ class ServerSettings(_Strict):
     # HTTP server: tierline's own (gateway/h1.py) or uvicorn (for what ours does not do)
     http: Literal["tierline", "uvicorn"] = "tierline"
     keep_alive_timeout: float = Field(75.0, gt=0)  # idle client connections closed after
+    # tierline's server: a request's head must arrive within request_header_timeout of its
+    # first byte, its body within request_body_timeout of the head (else 408 and close);
+    # connections beyond max_connections (per worker) are closed at once
+    request_header_timeout: float = Field(10.0, gt=0)
+    request_body_timeout: float = Field(30.0, gt=0)
+    max_connections: int = Field(4096, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_output_tokens_limit: int = Field(262_144, ge=1)  # larger max_tokens is refused (400)
     request_log: str | None = None  # SQLite path; default <data dir>/requests.sqlite3

@@ -2,9 +2,12 @@
 keep-alive sweeping, graceful stop, and N worker processes sharing a port.
 
 `H1Server(app, host, port).serve()` starts the app (providers, request log, router), then
-accepts connections (`h1.H1Connection`); `request_exit()` (or SIGINT / SIGTERM with
-`install_signals=True`) stops accepting, closes idle connections, lets requests in flight
-finish for up to `graceful_timeout` seconds, cancels the rest and shuts the app down.
+accepts connections (`h1.H1Connection`; beyond `max_connections` open ones, a new connection
+is closed at once); a sweeper closes idle connections and answers 408 to requests whose head
+or body is not received in time (`request_header_timeout`, `request_body_timeout`);
+`request_exit()` (or SIGINT / SIGTERM with `install_signals=True`) stops accepting, closes
+idle connections, lets requests in flight finish for up to `graceful_timeout` seconds,
+cancels the rest and shuts the app down.
 
 `run_workers(n, ...)` runs n processes, each its own event loop and app, on one port
 (SO_REUSEPORT: the kernel spreads connections over them); a worker that dies is replaced.
@@ -35,12 +38,18 @@ log = logging.getLogger("tierline.server")
 
 class H1Server:
     def __init__(self, app: Gateway, host: str, port: int, *, keep_alive_timeout: float = 75.0,
-                 graceful_timeout: float = 30.0, backlog: int = 4096,
-                 reuse_port: bool = False) -> None:
+                 request_header_timeout: float = 10.0, request_body_timeout: float = 30.0,
+                 max_connections: int = 4096, graceful_timeout: float = 30.0,
+                 backlog: int = 4096, reuse_port: bool = False) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.keep_alive_timeout = keep_alive_timeout
+        self.request_header_timeout = request_header_timeout
+        self.request_body_timeout = request_body_timeout
+        self.max_connections = max_connections
+        self.refused = 0  # connections closed at once (max_connections reached)
+        self._refused_logged = -1e9
         self.graceful_timeout = graceful_timeout
         self.backlog = backlog
         self.reuse_port = reuse_port
@@ -57,9 +66,20 @@ class H1Server:
     @classmethod
     def for_gateway(cls, app: Gateway, host: str, port: int, *,
                     reuse_port: bool = False) -> H1Server:
-        """A server with the gateway config's settings (keep-alive timeout)."""
-        return cls(app, host, port, keep_alive_timeout=app.config.server.keep_alive_timeout,
-                   reuse_port=reuse_port)
+        """A server with the gateway config's settings (timeouts, connection limit)."""
+        s = app.config.server
+        return cls(app, host, port, keep_alive_timeout=s.keep_alive_timeout,
+                   request_header_timeout=s.request_header_timeout,
+                   request_body_timeout=s.request_body_timeout,
+                   max_connections=s.max_connections, reuse_port=reuse_port)
+
+    def refused_connection(self) -> None:
+        self.refused += 1
+        now = self.loop.time()
+        if now - self._refused_logged >= 60:
+            self._refused_logged = now
+            log.warning("%d connections open (server.max_connections): new ones are closed "
+                        "(%d so far)", self.max_connections, self.refused)
 
     def request_exit(self) -> None:
         """Ask the server to stop (thread-safe)."""
@@ -100,13 +120,26 @@ class H1Server:
             self.started = False
 
     def _sweep_every(self) -> float:
-        return max(0.05, min(5.0, self.keep_alive_timeout / 2))
+        shortest = min(self.keep_alive_timeout, self.request_header_timeout,
+                       self.request_body_timeout)
+        return max(0.05, min(1.0, shortest / 4))
 
     def _sweep(self) -> None:
         now = self.loop.time()
         for c in list(self.connections):
             if c.active is None and now - c.last_activity > self.keep_alive_timeout:
-                c.close()
+                # idle; or a client that does not read its replies: if it read some since
+                # the last sweep, that is progress, else what it left unread is dropped
+                buffered = c.write_buffered()
+                if buffered and buffered < c.swept_buffer:
+                    c.swept_buffer = buffered
+                    c.last_activity = now
+                    continue
+                c.close(abort=buffered > 0)
+            elif now > c.recv_deadline and not c.read_paused and not c.closing:
+                c.timed_out()
+            else:
+                c.swept_buffer = c.write_buffered()
         if not self.should_exit:
             self.loop.call_later(self._sweep_every(), self._sweep)
 
