@@ -13,7 +13,8 @@ from tests.mocks.net import Catchall, MockProxy, proxy_env
 from tests.mocks.replicate_server import MockReplicate
 from tierline.catalog.model import Deployment, ProviderSpec
 from tierline.errors import ConfigError, UpstreamTimeout
-from tierline.providers.replicate import ReplicateProvider, parse_follow_hosts, url_origin
+from tierline.providers.origins import parse_follow_hosts, url_origin
+from tierline.providers.replicate import ReplicateProvider
 from tierline.types import ChatRequest, StreamChunk
 
 DEP = Deployment(name="replicate/llama", provider="replicate",

@@ -30,19 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 
 from tierline.catalog.model import Deployment, ProviderSpec
 from tierline.errors import (
     ConfigError,
-    ContextLengthExceeded,
-    InvalidRequest,
     UpstreamBadResponse,
     UpstreamError,
     UpstreamTimeout,
@@ -55,225 +52,29 @@ from tierline.providers.http import (
     status_error,
 )
 from tierline.providers.openai_compat import resolve_api_key
+from tierline.providers.origins import (
+    DEFAULT_FOLLOW_HOSTS,
+    host_matches,
+    origin_text,
+    parse_follow_hosts,
+    url_origin,
+)
+from tierline.providers.replicate_wire import (
+    TERMINAL,
+    build_input,
+    check_terminal,
+    event_error,
+    finish_reason,
+    output_text,
+    prediction_error,
+    usage_of,
+)
 from tierline.types import JSON, ChatRequest, ChatResponse, StreamChunk, Usage
 
 DEFAULT_BASE_URL = "https://api.replicate.com/v1"
-TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
-#: where else than base_url's origin a prediction's `urls.stream` may point (the API token is
-#: sent along): "*.example.com" is any subdomain over https, "example.com" that host over
-#: https, "http(s)://host[:port]" exactly that origin ("*." allowed in its host too)
-DEFAULT_FOLLOW_HOSTS = ("*.replicate.com",)
 
 log = logging.getLogger("tierline.providers.replicate")
 
-Origin = tuple[str, str, int]
-
-
-def url_origin(url: Any) -> Origin | None:
-    """(scheme, host, port) of an absolute http(s) URL; None for anything else, and for URLs
-    that parsers may read differently (credentials, backslashes, blanks, control chars)."""
-    if not isinstance(url, str) or "\\" in url or any(ord(c) <= 0x20 or ord(c) == 0x7F
-                                                      for c in url):
-        return None
-    try:
-        u = urlsplit(url)
-        port = u.port
-    except ValueError:
-        return None
-    scheme = u.scheme.lower()
-    host = (u.hostname or "").rstrip(".")
-    if scheme not in ("http", "https") or not host or "@" in u.netloc:
-        return None
-    return scheme, host, port or (443 if scheme == "https" else 80)
-
-
-def _origin_text(o: Origin | None) -> str:
-    return f"{o[0]}://{o[1]}:{o[2]}" if o else "an unusable URL"
-
-
-def parse_follow_hosts(entries: Iterable[str]) -> list[Origin]:
-    """`follow_hosts` entries as (scheme, host pattern, port); ConfigError when malformed."""
-    rules: list[Origin] = []
-    for entry in [entries] if isinstance(entries, str) else entries:
-        text = str(entry).strip()
-        scheme, sep, rest = text.partition("://")
-        if not sep:
-            scheme, rest = "https", text
-        hostport = rest[:-1] if rest.endswith("/") else rest
-        wildcard = hostport.startswith("*.")
-        o = url_origin(f"{scheme}://{hostport[2:] if wildcard else hostport}")
-        if o is None or "/" in hostport or "*" in hostport[2 if wildcard else 0:]:
-            raise ConfigError(f"follow_hosts entry {entry!r} is not a host, '*.domain' or "
-                              "http(s)://host[:port]")
-        rules.append((o[0], ("*." if wildcard else "") + o[1], o[2]))
-    return rules
-
-
-def _host_matches(origin: Origin, rule: Origin) -> bool:
-    if origin[0] != rule[0] or origin[2] != rule[2]:
-        return False
-    if rule[1].startswith("*."):
-        return origin[1].endswith(rule[1][1:])
-    return origin[1] == rule[1]
-
-
-# ---------------------------------------------------------------------------------------
-# requests
-
-def _text(content: Any, param: str) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for j, p in enumerate(content):
-            if isinstance(p, dict) and p.get("type") == "text" and \
-                    isinstance(p.get("text"), str):
-                parts.append(p["text"])
-            else:
-                kind = p.get("type") if isinstance(p, dict) else None
-                raise InvalidRequest(f"content part type {kind!r} is not supported by this "
-                                     "deployment", param=f"{param}[{j}].type")
-        return "\n".join(parts)
-    raise InvalidRequest(f"{param} must be a string or a list of content parts", param=param)
-
-
-def build_input(request: ChatRequest, deployment: Deployment) -> JSON:
-    body = request.body
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise InvalidRequest("n > 1 is not supported by this deployment", param="n")
-    for key in ("tools", "logprobs", "top_logprobs", "logit_bias", "audio"):
-        if body.get(key):
-            raise InvalidRequest(f"{key} is not supported by this deployment", param=key)
-    rf = body.get("response_format")
-    if isinstance(rf, dict) and rf.get("type") not in (None, "text"):
-        raise InvalidRequest("structured output is not supported by this deployment",
-                             param="response_format")
-
-    system: list[str] = []
-    turns: list[tuple[str, str]] = []
-    for i, m in enumerate(request.messages):
-        role = m.get("role") if isinstance(m, dict) else None
-        param = f"messages[{i}]"
-        if role in ("system", "developer"):
-            system.append(_text(m.get("content"), f"{param}.content"))
-        elif role in ("user", "assistant"):
-            if role == "assistant" and m.get("tool_calls"):
-                raise InvalidRequest("tool calls are not supported by this deployment",
-                                     param=f"{param}.tool_calls")
-            turns.append((role, _text(m.get("content"), f"{param}.content")))
-        else:
-            raise InvalidRequest(f"message role {role!r} is not supported by this "
-                                 "deployment", param=f"{param}.role")
-    if not turns:
-        raise InvalidRequest("at least one user message is required", param="messages")
-    if len(turns) == 1 and turns[0][0] == "user":
-        prompt = turns[0][1]
-    else:
-        lines = [f"{'User' if r == 'user' else 'Assistant'}: {t}" for r, t in turns]
-        if turns[-1][0] == "user":
-            lines.append("Assistant:")
-        prompt = "\n\n".join(lines)
-
-    inp: JSON = {"prompt": prompt}
-    if system:
-        inp["system_prompt"] = "\n\n".join(system)
-    max_tokens = (body.get("max_completion_tokens") or body.get("max_tokens")
-                  or request.max_output_tokens or deployment.max_output_tokens)
-    if max_tokens:
-        inp["max_tokens"] = int(max_tokens)
-        inp["max_new_tokens"] = int(max_tokens)
-    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed"):
-        if body.get(key) is not None:
-            inp[key] = body[key]
-    stop = body.get("stop")
-    if stop:
-        stops = [stop] if isinstance(stop, str) else stop
-        if any("," in s for s in stops):
-            # Replicate's `stop_sequences` is one comma-separated string: "a,b" would be
-            # split into two stops, and there is no escape for a comma
-            raise InvalidRequest("a stop sequence containing a comma is not supported by "
-                                 "this deployment (its stop sequences are one "
-                                 "comma-separated string)", param="stop")
-        inp["stop_sequences"] = ",".join(stops)
-    return inp
-
-
-# ---------------------------------------------------------------------------------------
-# responses
-
-def _output_text(output: Any) -> str:
-    if output is None:
-        return ""
-    if isinstance(output, list):
-        return "".join(str(x) for x in output if x is not None)
-    return str(output)
-
-
-def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text) / 4) if text else 0
-
-
-def usage_of(pred: JSON, inp: JSON, completion: str) -> Usage:
-    metrics = pred.get("metrics")
-    if isinstance(metrics, dict):
-        try:
-            it = metrics.get("input_token_count")
-            ot = metrics.get("output_token_count")
-            if it is not None and ot is not None and int(it) >= 0 and int(ot) >= 0:
-                return Usage(prompt_tokens=int(it), completion_tokens=int(ot))
-        except (TypeError, ValueError, OverflowError):
-            pass
-    prompt = str(inp.get("system_prompt") or "") + str(inp.get("prompt") or "")
-    return Usage(prompt_tokens=estimate_tokens(prompt),
-                 completion_tokens=estimate_tokens(completion), estimated=True)
-
-
-def _finish_reason(usage: Usage, inp: JSON) -> str:
-    limit = inp.get("max_tokens")
-    if not usage.estimated and isinstance(limit, int) and usage.completion_tokens >= limit:
-        return "length"
-    return "stop"
-
-
-def prediction_error(message: str, deployment: str, what: str = "prediction failed"
-                     ) -> UpstreamError:
-    """A failed prediction: context overflow when it says so, else a bad response."""
-    msg = message.strip()[:300] or "no error message"
-    err = status_error(400, orjson.dumps({"detail": msg}), {}, deployment)
-    if isinstance(err, ContextLengthExceeded):
-        return err
-    return UpstreamBadResponse(f"upstream {deployment!r} {what}: {msg}", deployment=deployment)
-
-
-def _check_terminal(pred: JSON, deployment: str) -> None:
-    status = pred.get("status")
-    if status == "succeeded":
-        return
-    if status == "failed":
-        raise prediction_error(str(pred.get("error") or ""), deployment)
-    if status in ("canceled", "aborted"):
-        raise UpstreamBadResponse(f"upstream {deployment!r} prediction was {status}",
-                                  deployment=deployment)
-    raise UpstreamBadResponse(f"upstream {deployment!r} prediction has unknown status "
-                              f"{str(status)[:40]!r}", deployment=deployment)
-
-
-def _event_error(data: bytes, deployment: str) -> UpstreamError:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        obj = None
-    if isinstance(obj, dict):
-        msg = obj.get("detail") or obj.get("error") or obj.get("message") or ""
-    else:
-        msg = data.decode("utf-8", "replace")
-    return prediction_error(str(msg), deployment, "failed mid-stream")
-
-
-# ---------------------------------------------------------------------------------------
 
 
 class ReplicateProvider:
@@ -341,7 +142,7 @@ class ReplicateProvider:
         """May the API token go to this `urls.stream`? base_url's origin or `follow_hosts`."""
         o = url_origin(url)
         return o is not None and (o == self.origin or
-                                  any(_host_matches(o, r) for r in self.follow_hosts))
+                                  any(host_matches(o, r) for r in self.follow_hosts))
 
     def _api_url(self, pred: JSON, key: str, deployment: str) -> str | None:
         """`urls.get` / `urls.cancel` when on base_url's origin; else the same endpoint built
@@ -353,14 +154,14 @@ class ReplicateProvider:
         if not isinstance(pid, str) or not pid:
             return None
         if url:
-            where = _origin_text(url_origin(url))
+            where = origin_text(url_origin(url))
             if (key, where) not in self._warned:  # once per provider and origin: polls repeat
                 if len(self._warned) < 256:
                     self._warned.add((key, where))
                 log.warning("upstream %r: prediction urls.%s points at %s, not at base_url's "
                             "origin %s; using %s/predictions/<id> instead (the API token is "
                             "only sent to base_url's origin)", deployment, key, where,
-                            _origin_text(self.origin), self.base)
+                            origin_text(self.origin), self.base)
         url = f"{self.base}/predictions/{quote(pid, safe='')}"
         return url + "/cancel" if key == "cancel" else url
 
@@ -417,11 +218,11 @@ class ReplicateProvider:
         deadline = asyncio.get_running_loop().time() + self.http.timeouts.total
         pred = await self._create(url, body, deployment, wait=True)
         pred = await self._wait(pred, name, deadline)
-        _check_terminal(pred, name)
-        text = _output_text(pred.get("output"))
+        check_terminal(pred, name)
+        text = output_text(pred.get("output"))
         usage = usage_of(pred, body["input"], text)
         return ChatResponse(body=self._body(pred, deployment, text,
-                                            _finish_reason(usage, body["input"]), usage),
+                                            finish_reason(usage, body["input"]), usage),
                             usage=usage)
 
     async def _sse_output(self, url: str, name: str) -> AsyncGenerator[str, None]:
@@ -448,7 +249,7 @@ class ReplicateProvider:
                     if text:
                         yield text
                 elif event == "error":
-                    raise _event_error(data, name)
+                    raise event_error(data, name)
                 elif event == "done":
                     try:
                         info = orjson.loads(data) if data.strip() else {}
@@ -477,8 +278,8 @@ class ReplicateProvider:
         while True:
             status = pred.get("status")
             if status in TERMINAL:
-                _check_terminal(pred, name)
-            text = _output_text(pred.get("output"))
+                check_terminal(pred, name)
+            text = output_text(pred.get("output"))
             if len(text) > len(sent) and text.startswith(sent):
                 yield text[len(sent):]
                 sent = text
@@ -499,7 +300,7 @@ class ReplicateProvider:
         url, body = self._create_request(request, deployment, stream=True)
         pred = await self._create(url, body, deployment, wait=False)
         if pred.get("status") in ("failed", "canceled", "aborted"):
-            _check_terminal(pred, name)
+            check_terminal(pred, name)
         stream_url = self._url(pred, "stream")
         if not stream_url:
             await self._cancel(pred, name)
@@ -523,7 +324,7 @@ class ReplicateProvider:
             log.warning("upstream %r: prediction urls.stream points at %s, neither base_url's "
                         "origin nor a follow_hosts entry; not opening it (the API token would "
                         "go along), polling the prediction instead", name,
-                        _origin_text(url_origin(stream_url)))
+                        origin_text(url_origin(stream_url)))
             output = self._polled_output(pred, name, final)
         finished = False
         try:
@@ -550,7 +351,7 @@ class ReplicateProvider:
                 except UpstreamError:
                     final[0] = pred
             usage = usage_of(final[0], body["input"], text)
-            yield chunk({}, _finish_reason(usage, body["input"]))
+            yield chunk({}, finish_reason(usage, body["input"]))
             yield StreamChunk(data={
                 "id": pid, "object": "chat.completion.chunk", "created": created,
                 "model": deployment.model, "choices": [], "usage": usage.to_openai()},
