@@ -166,9 +166,14 @@ def connect(path: Path, *, timeout: float = 30.0) -> sqlite3.Connection:
             conn.close()
             raise
     except (OSError, sqlite3.Error) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        if isinstance(e, OSError) and e.filename and str(e.filename) != str(path):
-            reason += f" ({e.filename})"
+        if isinstance(e, FileExistsError | NotADirectoryError):
+            reason = f"{e.filename or path.parent} is not a directory"
+        elif isinstance(e, OSError):
+            reason = e.strerror or str(e)
+        elif path.is_dir():
+            reason = "it is a directory"
+        else:
+            reason = str(e)
         raise ConfigError(f"cannot open request log {path}: {reason}") from None
     return conn
 
