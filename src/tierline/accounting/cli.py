@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from tierline.accounting.log import sqlite_ro_uri
 from tierline.accounting.pricing import usd
 from tierline.config import load_config
 from tierline.errors import ConfigError
@@ -55,7 +56,7 @@ def spend(path: Path, by: str, since: str | None = None) -> list[dict[str, Any]]
     if not path.exists():
         raise ConfigError(f"no request log at {path}")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(sqlite_ro_uri(path), uri=True)
         try:
             rows = conn.execute(
                 f"SELECT {GROUPS[by]} AS g, COUNT(*), SUM(status >= 400), "

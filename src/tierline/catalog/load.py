@@ -136,6 +136,9 @@ def build_catalog(config: Config, *, builtin_text: str | None = None) -> Catalog
         if dep.provider not in specs:
             raise ConfigError(f"invalid config {where}: provider {dep.provider!r} of deployment "
                               f"{name!r} is not defined")
+        if specs[dep.provider].wire == "embedded":
+            # advertise and route on the window a request gets, not the model's trained one
+            dep = dep.as_embedded()
         if dep.provider in usable:
             deps[name] = dep
         if dep.profile is not None:

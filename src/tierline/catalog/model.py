@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Capability = Literal["tools", "json_schema", "vision", "streaming", "logprobs"]
 
+#: tokens per request (prompt + output) of an embedded deployment that sets no `n_ctx`
+EMBEDDED_N_CTX = 2048
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -81,7 +84,23 @@ class Deployment(_Strict):
     total_timeout: float | None = Field(None, gt=0)
     # embedded models only
     path: str | None = None
+    # tokens per request (prompt + output); each of the `parallel` slots gets this many
     n_ctx: int | None = Field(None, gt=0)
     threads: int | None = Field(None, gt=0)
     parallel: int = Field(1, ge=1)
     queue_size: int = Field(64, ge=1)
+
+    def as_embedded(self) -> Deployment:
+        """This deployment as an embedded provider serves it: `n_ctx` set (default
+        EMBEDDED_N_CTX) and `context_window` the window one request really gets, min(the
+        model's `context_window`, `n_ctx`) - or `n_ctx` when no context_window was given.
+        Routing, budgets' worst cases and `/v1/models` all read `context_window`."""
+        if self.n_ctx is None and "context_window" in self.model_fields_set:
+            n_ctx = min(self.context_window, EMBEDDED_N_CTX)
+        else:
+            n_ctx = self.n_ctx or EMBEDDED_N_CTX
+        explicit = "context_window" in self.model_fields_set
+        window = min(self.context_window, n_ctx) if explicit else n_ctx
+        if (n_ctx, window) == (self.n_ctx, self.context_window):
+            return self
+        return self.model_copy(update={"n_ctx": n_ctx, "context_window": window})

@@ -50,8 +50,10 @@ def render(providers: dict[str, ProviderSpec], deployments: list[Deployment]) ->
         region = d.region or (spec.region if spec else None) or "–"
         p = d.price
         price = f"{_money(p.input)} / {_money(p.cached_input)} / {_money(p.output)}"
+        # an embedded model's window is what one request gets (n_ctx), as /v1/models says
+        window = (d.as_embedded() if spec and spec.wire == "embedded" else d).context_window
         lines.append(
-            f"| `{d.name}` | {d.provider} | {price} | {_context(d.context_window)} "
+            f"| `{d.name}` | {d.provider} | {price} | {_context(window)} "
             f"| {d.tier or '–'} | {'yes' if d.open_weight else 'no'} | {region} |"
         )
     return "\n".join(lines)

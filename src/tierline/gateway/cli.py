@@ -20,8 +20,9 @@ def register(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tierline.gateway.server import serve
+    from tierline.gateway.server import check_serve_args, serve
 
+    check_serve_args(args.host, args.port, args.workers)  # before reading the config file
     config = load_config(args.config)
     if args.workers is not None:
         config.server.workers = args.workers

@@ -16,11 +16,14 @@ cancels the rest and shuts the app down.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -176,12 +179,34 @@ def run(app: Gateway, host: str, port: int, *, reuse_port: bool = False) -> None
 
 
 def check_port(host: str, port: int) -> None:
-    """Fail early, in the parent, if the port cannot be bound (with SO_REUSEPORT)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        s.bind((host, port))
+    """Fail early (ConfigError, one line), in the parent, if `host:port` cannot be listened
+    on: a host that does not resolve or is not an address of this machine, or a port that
+    something already listens on.
+
+    The probe binds every address the server would, *without* SO_REUSEPORT: a bind with it
+    succeeds beside a listener of the same user that set it too (another tierline gateway
+    with workers), and the kernel would then spread connections over both gateways."""
+    from tierline.errors import ConfigError
+
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        reason = e.strerror if isinstance(e, socket.gaierror) and e.strerror else str(e)
+        raise ConfigError(f"cannot listen on {where}: {reason}") from None
+    for family, type_, proto, _, addr in {(i[0], i[1], i[2], "", i[4]) for i in infos}:
+        try:
+            with socket.socket(family, type_, proto) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server
+                if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ConfigError(f"cannot listen on {where}: address already in use "
+                                  f"(another gateway or program listens there)") from None
+            raise ConfigError(f"cannot listen on {where}: {e.strerror or e}") from None
 
 
 def run_workers(n: int, host: str, port: int, config_path: str | None) -> None:
@@ -192,7 +217,7 @@ def run_workers(n: int, host: str, port: int, config_path: str | None) -> None:
     stopping = False
 
     def start(i: int) -> None:
-        p = ctx.Process(target=_worker_main, args=(host, port, config_path),
+        p = ctx.Process(target=_worker_main, args=(host, port, config_path, os.getpid()),
                         name=f"tierline-worker-{i}")
         p.start()
         procs[i] = p
@@ -228,10 +253,44 @@ def run_workers(n: int, host: str, port: int, config_path: str | None) -> None:
             start(i)
 
 
-def _worker_main(host: str, port: int, config_path: str | None) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """Make this worker exit when the parent gateway process dies (even by SIGKILL): the
+    kernel sends SIGTERM (Linux: PR_SET_PDEATHSIG), and a thread watching the parent pid
+    covers other systems and a parent that died before the call."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the thread does it
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                log.warning("the gateway's parent process %d is gone; this worker stops",
+                            parent)
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(35.0)  # the graceful stop's limit, then no matter what
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="tierline-parent-watch", daemon=True).start()
+
+
+def _worker_main(host: str, port: int, config_path: str | None,
+                 parent: int | None = None) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if parent is not None:
+        _exit_with_parent(parent)
+    from tierline.errors import TierlineError
     from tierline.gateway.app import create_app
     from tierline.gateway.server import worker_config
 
-    run(create_app(worker_config(config_path)), host, port, reuse_port=True)
+    try:
+        run(create_app(worker_config(config_path)), host, port, reuse_port=True)
+    except TierlineError as e:  # a start-up error: one line, as the parent prints them
+        print(f"tierline: error: {e.message}", file=sys.stderr)
+        sys.exit(2)

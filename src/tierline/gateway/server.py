@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 
 import uvicorn
@@ -61,20 +62,87 @@ def worker_config(path: str | None) -> Config:
     return config
 
 
+def check_serve_args(host: str | None, port: int | None, workers: int | None) -> None:
+    """The host, port and worker count of `tierline serve` (None: not given): ConfigError,
+    one line, exit code 2. (Out of range, a port wrapped around modulo 65536 and a worker
+    count below 1 silently ran one process.)"""
+    if port is not None and (isinstance(port, bool) or not 0 <= port <= 65535):
+        raise ConfigError(f"--port must be between 1 and 65535 (0: any free port), got {port}")
+    if workers is not None and (isinstance(workers, bool) or not 1 <= workers <= 64):
+        raise ConfigError(f"--workers must be between 1 and 64, got {workers}")
+    if port == 0 and workers is not None and workers > 1:
+        raise ConfigError("--workers needs a fixed --port (with 0 each worker would listen "
+                          "on a random port of its own)")
+    if host is not None and not host.strip():
+        raise ConfigError("--host must not be empty")
+
+
+def check_request_log(config: Config) -> None:
+    """Open (create) the request log once, so that a path that cannot be one is a one-line
+    error at start-up rather than a traceback in the app or in every worker."""
+    if config.server.request_log == "off":
+        return
+    from tierline.accounting.log import connect
+
+    connect(config.request_log_path(), timeout=5.0).close()
+
+
+#: the open lock file of this process's ledger (kept open for the life of the process)
+_ledger_lock: int | None = None
+
+
+def claim_ledger(path: Path) -> bool:
+    """Take a shared lock on the ledger's lock file for the life of this process; reset the
+    ledger first when no other live gateway holds it. True when it was reset.
+
+    A second gateway with workers on the same key store (another port) must not unlink the
+    ledger under the running one: it joins it instead (the two then share budgets and limits,
+    which is what one key store means). The lock dies with the process, even by SIGKILL."""
+    global _ledger_lock
+    import fcntl
+
+    lock_path = Path(str(path) + ".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise ConfigError(f"cannot open the workers' ledger lock {lock_path}: "
+                          f"{e.strerror or e}") from None
+    reset = False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.warning("another gateway uses the ledger %s (the same key store): sharing it, "
+                    "not starting it afresh", path)
+    else:
+        ledger.reset(path)
+        reset = True
+    fcntl.flock(fd, fcntl.LOCK_SH)  # held until this process exits
+    if _ledger_lock is not None:
+        os.close(_ledger_lock)
+    _ledger_lock = fd
+    return reset
+
+
 def serve(config: Config, *, host: str | None = None, port: int | None = None,
           config_path: str | None = None) -> None:
     host = host or config.server.host
     port = port if port is not None else config.server.port
+    check_serve_args(host, port, config.server.workers)
     problem = open_mode_problem(config, host)
     if problem is not None:
         if problem.fatal:
             raise ConfigError(str(problem))
         log.warning("%s", problem)
+    # before anything is started or reset: a host that is not ours, a port in use
+    h1server.check_port(host, port)
+    check_request_log(config)
     if config.server.workers > 1:
         # the workers re-read the config file: tell them how many they are; their budgets and
         # limits share a ledger, started afresh (spend is re-read from the request log)
+        # unless another live gateway on the same key store uses it
         os.environ[WORKERS_ENV] = str(config.server.workers)
-        ledger.reset(ledger_path(config))
+        claim_ledger(ledger_path(config))
     app = create_app(config)
     if not app.keys.enabled():
         log.warning("no API keys configured: the gateway runs open, on %s only "

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tierline.accounting.log import sqlite_ro_uri
 from tierline.accounting.pricing import PICO_PER_USD, usd
 from tierline.errors import PaymentRequired
 from tierline.keys.store import KeyRecord, Period
@@ -52,7 +53,7 @@ def request_log_spend(path: Path) -> SpendSource:
         if not path.exists():
             return 0
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+            conn = sqlite3.connect(sqlite_ro_uri(path), uri=True, timeout=5.0)
         except sqlite3.Error:
             return 0
         try:

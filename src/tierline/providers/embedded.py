@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tierline.catalog.model import Deployment, ProviderSpec
+from tierline.catalog.model import EMBEDDED_N_CTX, Deployment, ProviderSpec
 from tierline.errors import (
     ConfigError,
     ContextLengthExceeded,
@@ -36,7 +36,6 @@ from tierline.errors import (
 )
 from tierline.types import JSON, ChatRequest, ChatResponse, StreamChunk, Usage
 
-_DEFAULT_N_CTX = 2048
 _DONE = object()
 # Keys llama.cpp must not see (tierline's own / irrelevant to a local model).
 _DROP = ("model", "tierline", "stream", "stream_options", "n", "max_completion_tokens")
@@ -134,7 +133,10 @@ def _load_server(deployment: Deployment) -> Any:
     threads = deployment.threads or os.cpu_count() or 1
     p = xllamacpp.CommonParams()
     p.model.path = model_path(deployment)
-    p.n_ctx = deployment.n_ctx or _DEFAULT_N_CTX
+    # llama.cpp splits its context over the slots: allocate n_ctx for each of them, so that
+    # every request gets the n_ctx tokens that routing and /v1/models promise (the KV cache
+    # of the built-in 135M model is ~23 KB per token: ~45 MB per 2048-token slot)
+    p.n_ctx = (deployment.n_ctx or EMBEDDED_N_CTX) * deployment.parallel
     p.n_parallel = deployment.parallel
     p.cpuparams.n_threads = threads
     p.cpuparams_batch.n_threads = threads
