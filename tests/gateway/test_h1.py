@@ -330,6 +330,32 @@ async def test_the_gateway_runs_on_either_server(
                     "messages": [{"role": "user", "content": "hi"}]}) as s:
                 text = "".join([line async for line in s.aiter_lines()])
             assert s.status_code == 200 and text.endswith("data: [DONE]")
+            # a client that gives up cancels the upstream call, on either server (tierline's
+            # cancels the request task itself; on uvicorn a receive() watcher does it)
+            b.script(latency=3.0)
+            t0 = time.monotonic()
+            with pytest.raises(httpx.ReadTimeout):
+                await c.post("/chat/completions", timeout=0.4, json={
+                    "model": "b/fast", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"authorization": "Bearer x"})
+            rows = await _wait_for_499(cfg.request_log_path())
+            assert rows and rows[0] < 2000, rows
+            assert time.monotonic() - t0 < 2.5
+
+
+async def _wait_for_499(path: Any) -> list[float]:
+    import asyncio
+    import sqlite3
+
+    for _ in range(60):
+        conn = sqlite3.connect(path)
+        rows = [r[0] for r in conn.execute(
+            "SELECT latency_ms FROM requests WHERE status = 499")]
+        conn.close()
+        if rows:
+            return rows
+        await asyncio.sleep(0.05)
+    return []
 
 
 def test_a_client_stuck_in_its_headers_is_closed(srv: Running) -> None:

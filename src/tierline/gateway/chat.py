@@ -175,9 +175,9 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
                 for d in decision.chain)
             ctx.reservation = gw.keys.reserve(key, worst)
         if req.stream:
-            await _stream(gw, ctx, req, decision.chain, send, receive)
+            await _stream(gw, ctx, req, decision.chain, scope, send, receive)
         else:
-            await _complete(gw, ctx, req, decision.chain, send, receive)
+            await _complete(gw, ctx, req, decision.chain, scope, send, receive)
     except ClientDisconnected:
         ctx.status, ctx.error = 499, "client disconnected"
     except TierlineError as e:
@@ -219,8 +219,8 @@ def _settle_usage(ctx: Ctx, req: ChatRequest, usage: Usage | None, answer: str) 
 
 
 async def _complete(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
-                    send: Send, receive: Receive) -> None:
-    await _unless_gone(ctx, req, receive, _answer(gw, ctx, req, chain, send), [])
+                    scope: Scope, send: Send, receive: Receive) -> None:
+    await _unless_gone(ctx, req, scope, receive, _answer(gw, ctx, req, chain, send), [])
 
 
 async def _answer(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
@@ -240,19 +240,38 @@ async def _answer(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deploymen
 
 
 async def _stream(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
-                  send: Send, receive: Receive) -> None:
+                  scope: Scope, send: Send, receive: Receive) -> None:
     text: list[str] = []
-    await _unless_gone(ctx, req, receive, _pump(gw, ctx, req, chain, send, text), text)
+    await _unless_gone(ctx, req, scope, receive, _pump(gw, ctx, req, chain, send, text),
+                       text)
 
 
-async def _unless_gone(ctx: Ctx, req: ChatRequest, receive: Receive,
+async def _unless_gone(ctx: Ctx, req: ChatRequest, scope: Scope, receive: Receive,
                        work: Coroutine[Any, Any, None], text: list[str]) -> None:
     """Run ``work`` (the upstream call and the answer) while watching for the client going
     away: then the upstream call is cancelled at once (no tokens generated for nobody, the
     embedded model's slot freed) and the partial usage is logged.
 
-    The work runs in this task; a watcher callback on `receive()` cancels it when the
-    client disconnects (no second task, no `asyncio.wait`)."""
+    On tierline's own server the work runs in this task and the server cancels it when the
+    client goes away (`scope["extensions"]["tierline.disconnect"]`: nothing per request but
+    a flag); on another ASGI server a watcher callback on `receive()` does it."""
+    hook = scope.get("extensions", {}).get("tierline.disconnect")
+    if hook is not None:
+        hook.cancel_on_disconnect = True
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not hook.disconnected:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            if ctx.dep is not None:
+                _settle_usage(ctx, req, None, "".join(text))
+            raise ClientDisconnected() from None
+        finally:
+            hook.cancel_on_disconnect = False
+        return
     task = asyncio.current_task()
     assert task is not None
     gone = False

@@ -125,6 +125,9 @@ class H1Connection(asyncio.Protocol):
             if c is not None:
                 c.disconnected = True
                 c.wake()
+        a = self.active
+        if a is not None and a.cancel_on_disconnect and self.task is not None:
+            self.task.cancel()  # the app asked for it: stop the upstream call at once
         self.queue.clear()
         self.pending = None
         if self.drain_waiter is not None and not self.drain_waiter.done():
@@ -223,6 +226,7 @@ class H1Connection(asyncio.Protocol):
         }
         expect = any(k == b"expect" and v.lower() == b"100-continue" for k, v in self.headers)
         cycle = Cycle(self, scope, p.should_keep_alive(), expect)
+        scope["extensions"] = {"tierline.disconnect": cycle}
         self.parsing = cycle
         self.recv_deadline = self.last_activity + self.server.request_body_timeout
         if self.active is None and not self.write_paused:

@@ -37,6 +37,7 @@ class Cycle:
         "body",
         "body_read",
         "buffered",
+        "cancel_on_disconnect",
         "chunked",
         "complete",
         "conn",
@@ -72,6 +73,9 @@ class Cycle:
         self.head_request = scope["method"] == "HEAD"
         self.disconnected = False
         self.waiter: asyncio.Future[None] | None = None
+        # set by the app (through scope["extensions"]["tierline.disconnect"], this cycle):
+        # the server cancels the app's task when the client goes away - no watcher task
+        self.cancel_on_disconnect = False
 
     def wake(self) -> None:
         w = self.waiter
