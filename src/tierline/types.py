@@ -56,8 +56,9 @@ class Usage:
         counts = (u.get("prompt_tokens"), u.get("completion_tokens"),
                   ptd.get("cached_tokens") if isinstance(ptd, dict) else None,
                   ctd.get("reasoning_tokens") if isinstance(ctd, dict) else None)
-        if not all(v is None or plausible_count(v) for v in counts):
-            return None
+        for v in counts:
+            if v is not None and not (type(v) is int and 0 <= v <= MAX_COUNT):
+                return None
         pt, ct, cached, reasoning = (int(v or 0) for v in counts)
         return cls(prompt_tokens=pt, completion_tokens=ct, cached_tokens=cached,
                    reasoning_tokens=reasoning)
@@ -68,7 +69,7 @@ MAX_COUNT = 10**9
 
 
 def plausible_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT
+    return type(v) is int and 0 <= v <= MAX_COUNT
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ pass unrestricted, and a key that is given must still be valid.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import time
@@ -133,19 +134,17 @@ class KeyAuth:
         if self.enabled():
             return
         origin = headers.get("origin")
-        if origin is not None and not is_loopback(urlsplit(origin).hostname or ""):
+        if origin is not None and not _loopback_origin(origin):
             raise PermissionDenied(
                 f"cross-origin request from {origin!r} refused: this gateway requires no API "
                 "key, so it only serves clients on this machine (set keys.master_key and "
                 "use keys to serve browsers)", code="cross_origin_refused")
         host = headers.get("host")
-        if host is not None and self.config.keys.require is None:
-            name = urlsplit(f"//{host}").hostname or ""
-            if not is_loopback(name):
-                raise PermissionDenied(
-                    f"Host {host!r} refused: this gateway requires no API key and serves "
-                    "only loopback names (localhost, 127.0.0.1, [::1])",
-                    code="host_refused")
+        if host is not None and self.config.keys.require is None \
+                and not _loopback_host(host):
+            raise PermissionDenied(
+                f"Host {host!r} refused: this gateway requires no API key and serves only "
+                "loopback names (localhost, 127.0.0.1, [::1])", code="host_refused")
 
     # -- admission --------------------------------------------------------------------------
     def allowed_deployments(self, key: KeyRecord) -> frozenset[str] | None:
@@ -251,6 +250,7 @@ def merge_constraints(c: Constraints, extra: dict[str, Any]) -> Constraints:
     return c
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback(host: str) -> bool:
     h = host.strip().strip("[]")
     if h == "localhost":
@@ -259,6 +259,17 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(h).is_loopback
     except ValueError:
         return False
+
+
+@functools.lru_cache(maxsize=256)
+def _loopback_origin(origin: str) -> bool:
+    return is_loopback(urlsplit(origin).hostname or "")
+
+
+@functools.lru_cache(maxsize=256)
+def _loopback_host(host: str) -> bool:
+    """A `Host` header value ("127.0.0.1:8000", "[::1]:80", "localhost") names loopback?"""
+    return is_loopback(urlsplit(f"//{host}").hostname or "")
 
 
 class OpenModeProblem(str):
