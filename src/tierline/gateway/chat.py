@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -263,12 +263,7 @@ async def _unless_gone(ctx: Ctx, req: ChatRequest, scope: Scope, receive: Receiv
         except asyncio.CancelledError:
             if not hook.disconnected:
                 raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            if ctx.dep is not None:
-                _settle_usage(ctx, req, None, "".join(text))
-            raise ClientDisconnected() from None
+            _gone(ctx, req, text)
         finally:
             hook.cancel_on_disconnect = False
         return
@@ -291,14 +286,22 @@ async def _unless_gone(ctx: Ctx, req: ChatRequest, scope: Scope, receive: Receiv
     except asyncio.CancelledError:
         if not gone:
             raise
-        task.uncancel()
-        if ctx.dep is not None:
-            _settle_usage(ctx, req, None, "".join(text))
-        raise ClientDisconnected() from None
+        _gone(ctx, req, text)
     finally:
         working = False
         watch.remove_done_callback(on_message)
         watch.cancel()
+
+
+def _gone(ctx: Ctx, req: ChatRequest, text: list[str]) -> NoReturn:
+    """The client went away and its work was cancelled for it: take the cancellation back,
+    settle the partial usage, and say so (logged as 499)."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    if ctx.dep is not None:
+        _settle_usage(ctx, req, None, "".join(text))
+    raise ClientDisconnected() from None
 
 
 async def _pump(gw: Gateway, ctx: Ctx, req: ChatRequest, chain: list[Deployment],
