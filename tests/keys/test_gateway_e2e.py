@@ -115,3 +115,23 @@ async def test_budget_hold_counts_every_choice(gw: tuple[GatewayThread, MockOpen
         assert r.status_code == 402, r.text
         r = await c.post("/v1/chat/completions", headers=auth, json=body)
         assert r.status_code == 200, r.text
+
+
+async def test_a_restricted_key_sees_only_what_it_may_use(
+        gw: tuple[GatewayThread, MockOpenAI]) -> None:
+    g, _ = gw
+    root = g.base_url.removesuffix("/v1")
+    async with httpx.AsyncClient(base_url=root, timeout=60) as c:
+        r = await c.post("/admin/keys", json={"name": "fast-only", "models": ["tier:fast"]},
+                         headers={"authorization": f"Bearer {MASTER}"})
+        auth = {"authorization": f"Bearer {r.json()['key']}"}
+        ids = {m["id"] for m in (await c.get("/v1/models", headers=auth)).json()["data"]}
+        assert ids == {"b/fast", "tier:fast"}, ids
+        deps = (await c.get("/v1/deployments", headers=auth)).json()["data"]
+        assert [d["name"] for d in deps] == ["b/fast"]
+        assert (await c.get("/v1/models/a/strong", headers=auth)).status_code == 404
+        assert (await c.get("/v1/models/b/fast", headers=auth)).status_code == 200
+        master = {"authorization": f"Bearer {MASTER}"}
+        everything = {m["id"] for m in (await c.get("/v1/models", headers=master)).json()[
+            "data"]}
+        assert {"a/strong", "b/fast", "auto", "pair"} <= everything

@@ -45,6 +45,7 @@ from tierline.gateway.metrics import Metrics
 from tierline.keys.admin import handle_admin
 from tierline.keys.auth import KeyAuth
 from tierline.keys.ledger import Ledger, ledger_path
+from tierline.keys.store import KeyRecord
 from tierline.providers.base import Provider
 from tierline.resilience.breaker import Breakers
 from tierline.resilience.executor import Executor
@@ -72,6 +73,10 @@ def provider_factory(wire: str) -> Callable[[ProviderSpec], Provider]:
     mod, _, attr = target.partition(":")
     module = __import__(mod, fromlist=[attr])
     return getattr(module, attr)  # type: ignore[no-any-return]
+
+
+#: the names a restricted key may see in the model list (None: everything)
+Visible = frozenset[str] | None
 
 
 def _model_id_of(path: str) -> str | None:
@@ -277,16 +282,15 @@ class Gateway:
         if path.startswith("/admin/"):
             await handle_admin(self.keys, scope, receive, send)
             return
-        routes: dict[str, Callable[[], Any]] = {
+        routes: dict[str, Callable[[Visible], Callable[[Send], Any]]] = {
             "/v1/models": self._models, "/models": self._models,
             "/healthz": self._healthz, "/metrics": self._metrics,
             "/v1/deployments": self._deployments,
         }
         handler = routes.get(path)
-        if handler is None:
-            model_id = _model_id_of(path)
-            if model_id:
-                handler = functools.partial(self._model, model_id)
+        model_id = _model_id_of(path) if handler is None else None
+        if model_id:
+            handler = functools.partial(self._model, model_id)
         if handler is None:
             err: TierlineError = InvalidRequest(f"unknown path {path!r}", code="not_found")
             err.status = 404
@@ -294,38 +298,51 @@ class Gateway:
             return
         if method not in ("GET", "HEAD"):
             return await self._method_not_allowed(send, "GET")
+        visible: Visible = None
         if path not in ("/healthz", "/metrics"):
             try:  # the model list and deployment health are for key holders only
                 headers = request_headers(scope)
-                if self.keys.authenticate(headers) is None:
+                key = self.keys.authenticate(headers)
+                if key is None:
                     self.keys.guard_open_mode(headers)
+                elif key.models:  # a restricted key sees what it may use, nothing more
+                    visible = self._visible_to(key)
             except TierlineError as e:
                 await send_error(send, e, {"x-request-id": self.new_request_id()})
                 return
-        await handler()(send)
+        await handler(visible)(send)
+
+    def _visible_to(self, key: KeyRecord) -> frozenset[str]:
+        """The deployment and route names a restricted key may use."""
+        names = set(self.keys.allowed_deployments(key) or ())
+        tiers = {d.tier for d in self.catalog.deployments.values() if d.tier}
+        for name in ["auto", *(f"tier:{t}" for t in tiers), *self.config.routing.groups]:
+            if self.keys.may_use(key, name):
+                names.add(name)
+        return frozenset(names)
 
     async def _method_not_allowed(self, send: Send, allowed: str) -> None:
         err = InvalidRequest(f"method not allowed; use {allowed}", code="method_not_allowed")
         err.status = 405
         await send_error(send, err, {"allow": allowed, "x-request-id": self.new_request_id()})
 
-    def _model_list(self) -> list[dict[str, Any]]:
+    def _model_list(self, visible: Visible) -> list[dict[str, Any]]:
         data = [model_entry(d, self) for d in self.catalog.deployments.values()]
         tiers = sorted({d.tier for d in self.catalog.deployments.values() if d.tier})
         for name in ["auto", *(f"tier:{t}" for t in tiers), *self.config.routing.groups]:
             data.append({"id": name, "object": "model", "created": int(self.started_at),
                          "owned_by": "tierline", "tierline": {"kind": "route"}})
-        return data
+        return data if visible is None else [m for m in data if m["id"] in visible]
 
-    def _models(self) -> Callable[[Send], Any]:
+    def _models(self, visible: Visible) -> Callable[[Send], Any]:
         async def run(send: Send) -> None:
-            await send_json(send, 200, {"object": "list", "data": self._model_list()})
+            await send_json(send, 200, {"object": "list", "data": self._model_list(visible)})
         return run
 
-    def _model(self, model_id: str) -> Callable[[Send], Any]:
+    def _model(self, model_id: str, visible: Visible) -> Callable[[Send], Any]:
         """`GET /v1/models/{id}` (the SDKs' `models.retrieve`); ids may contain `/`."""
         async def run(send: Send) -> None:
-            for m in self._model_list():
+            for m in self._model_list(visible):
                 if m["id"] == model_id:
                     await send_json(send, 200, m)
                     return
@@ -334,10 +351,12 @@ class Gateway:
             await send_error(send, err, {"x-request-id": self.new_request_id()})
         return run
 
-    def _deployments(self) -> Callable[[Send], Any]:
+    def _deployments(self, visible: Visible) -> Callable[[Send], Any]:
         async def run(send: Send) -> None:
             out = []
             for d in self.catalog.deployments.values():
+                if visible is not None and d.name not in visible:
+                    continue
                 s = self.router.stats  # with several workers: all of theirs combined
                 out.append({"name": d.name, "provider": d.provider,
                             "health": self.breakers.state(d.name),
@@ -347,13 +366,13 @@ class Gateway:
                                         "skipped": self.catalog.skipped})
         return run
 
-    def _healthz(self) -> Callable[[Send], Any]:
+    def _healthz(self, _: Visible) -> Callable[[Send], Any]:
         async def run(send: Send) -> None:
             await send_json(send, 200, {"status": "ok",
                                         "deployments": len(self.catalog.deployments)})
         return run
 
-    def _metrics(self) -> Callable[[Send], Any]:
+    def _metrics(self, _: Visible) -> Callable[[Send], Any]:
         async def run(send: Send) -> None:
             self._update_health()
             metrics = self.metrics
