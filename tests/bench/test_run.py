@@ -118,6 +118,26 @@ async def test_judge(mock: BenchMock, tmp_path: Path, write_workload: Any) -> No
     assert len(judge.requests) == 2
 
 
+async def test_a_failed_judge_call_is_still_costed(mock: BenchMock, tmp_path: Path,
+                                                   write_workload: Any) -> None:
+    """A judge stream that breaks mid-way was billed: its cost stays in the spend (it was
+    dropped as $0), and the check fails."""
+    judge = BenchMock({"capital": {"text": "CORRECT because", "chunks": 3,
+                                   "stream_error": "error_object", "error_after": 1}})
+    await judge.start()
+    try:
+        chk = [{"type": "judge", "rubric": "names the capital"}]
+        wl = write_workload([item("a", "capital of France", chk)])
+        tg, jt = target(mock), f"{judge.url}/v1#judge"
+        summ = await run(tmp_path, wl, [tg], judge=jt,
+                         prices=[f"{tg}={PRICE}", f"{jt}=1000,1000"])
+    finally:
+        await judge.stop()
+    s = summ["targets"][tg]
+    assert s["passed"] == 0
+    assert s["cost_usd_judge"] > 0
+
+
 async def test_warmup_and_load_modes(mock: BenchMock, tmp_path: Path, write_workload: Any
                                      ) -> None:
     wl = write_workload([item(f"i{k}", "say yes", timestamp=10 + 0.3 * k) for k in range(3)])

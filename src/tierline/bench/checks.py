@@ -52,6 +52,14 @@ Reply with exactly one word: CORRECT if the answer satisfies the rubric, INCORRE
 attempts an answer that does not, NOT_ATTEMPTED if it refuses or does not answer."""
 
 
+class JudgeFailed(Exception):
+    """The judge call failed; what it cost (a started call is billed) is still counted."""
+
+    def __init__(self, message: str, cost_usd: float = 0.0) -> None:
+        super().__init__(message)
+        self.cost_usd = cost_usd
+
+
 @dataclass(slots=True)
 class CheckResult:
     type: str
@@ -308,7 +316,8 @@ async def run_checks(checks: list[dict[str, Any]], answer: str, item: Item,
         try:
             text, cost = await judge(prompt)
         except Exception as e:
-            out.append(CheckResult("judge", False, f"judge failed: {e}"[:200]))
+            out.append(CheckResult("judge", False, f"judge failed: {e}"[:200],
+                                   cost_usd=e.cost_usd if isinstance(e, JudgeFailed) else 0.0))
             continue
         verdict = verdict_of(text)
         out.append(CheckResult("judge", verdict == "correct",

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from tierline.bench.checks import JudgeFn, run_checks, validate_checks
+from tierline.bench.checks import JudgeFailed, JudgeFn, run_checks, validate_checks
 from tierline.bench.client import StreamResult, stream_chat
 from tierline.bench.targets import Price, Target, apply_prices, parse_target, request_cost
 from tierline.bench.workload import BenchError, Item
@@ -140,7 +140,7 @@ def _judge_fn(session: aiohttp.ClientSession, judge: Target, base: Callable[[Tar
         r = await stream_chat(session, judge, base(judge), req, timeout)
         cost, _ = cost_of(judge, r, messages, prices)
         if not r.ok:
-            raise RuntimeError(f"{r.error_class}: {r.error}")
+            raise JudgeFailed(f"{r.error_class}: {r.error}", cost)
         return r.text, cost
     return call
 
