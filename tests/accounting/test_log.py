@@ -217,3 +217,32 @@ def test_a_request_log_that_cannot_be_opened_is_one_clear_error(tmp_path: Path,
     path = tmp_path / "f" / "r.sqlite3" if where == "file" else tmp_path / "d.sqlite3"
     with pytest.raises(ConfigError, match=r"cannot open request log .*"):
         RequestLog(path)
+
+
+def test_the_bound_holds_while_a_locked_database_is_retried(tmp_path: Path) -> None:
+    """Rows taken off the queue for a blocked attempt still count as waiting, and a failed
+    attempt keeps at most `max_pending` (rows piled up by a batch per failed retry)."""
+    import sqlite3
+    import time
+
+    db = tmp_path / "r.sqlite3"
+    log = RequestLog(db, batch=50, interval=0.001, max_pending=100, busy_timeout=0.1,
+                     retry_min=0.01, retry_max=0.01)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    worst = 0
+    try:
+        end = time.monotonic() + 2.0
+        i = 0
+        while time.monotonic() < end:
+            log.write(rec(i))
+            i += 1
+            worst = max(worst, log._q.qsize() + len(log._pending))
+            time.sleep(0.0005)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert worst <= 100 + 50, worst
+    t0 = time.monotonic()
+    log.close()
+    assert time.monotonic() - t0 < 5

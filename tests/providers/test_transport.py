@@ -171,3 +171,12 @@ def test_no_proxy_variables_keep_the_fast_client(monkeypatch: pytest.MonkeyPatch
     h = HttpClient(ProviderSpec(name="x", base_url="https://api.example/v1"))
     assert h.fast
     assert h.proxy_for("https://api.example/v1") == (None, None)
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "http://[zz]/", ""])
+def test_a_malformed_redirect_location_is_an_upstream_error(location: str) -> None:
+    from tierline.errors import UpstreamStatusError
+    from tierline.providers.http import redirect_error
+
+    err = redirect_error(302, {"location": location}, "d")
+    assert isinstance(err, UpstreamStatusError) and err.status == 502

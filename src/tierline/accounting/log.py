@@ -270,7 +270,7 @@ class RequestLog:
             rows, self._pending = self._pending, []
             more, stop = self._drain(None, self._batch)
             rows += more
-            self._pending_n = 0
+            self._pending_n = len(rows)  # still waiting while this attempt blocks
         else:
             item = self._q.get()
             if item is None:
@@ -281,6 +281,19 @@ class RequestLog:
                 time.sleep(self._interval)
             rows, stop = self._drain(item, self._batch)
         self._insert(rows)
+        if not self._pending:
+            self._pending_n = 0
+        elif self._stopping:  # closing and the database is still locked: one try was it
+            while True:
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                else:
+                    self._pending.append(item)
+            stop = True
         if stop:
             if self._pending:
                 self._failed += len(self._pending)
@@ -294,6 +307,13 @@ class RequestLog:
     def _keep(self, rows: list[LogRecord], e: BaseException) -> None:
         """Keep `rows` for a retry after a backoff (the database is locked / busy)."""
         self._pending = rows + self._pending
+        excess = len(self._pending) - self._max_pending
+        if excess > 0:  # the bound holds for kept rows too: the oldest go
+            self._dropped += excess
+            log.error("request log %s: %d rows waiting; the %d oldest are not logged "
+                      "(requests %s)", self.path, len(self._pending), excess,
+                      _ids(self._pending[:excess]))
+            del self._pending[:excess]
         self._pending_n = len(self._pending)
         self._retry_at = time.monotonic() + self._backoff
         log.warning("request log %s: %s; %d rows kept, retrying in %.1f s", self.path, e,

@@ -134,8 +134,8 @@ def redirect_error(status: int, headers: Mapping[str, str], deployment: str
                    ) -> UpstreamStatusError:
     """A 3xx answer: never followed (the credentials, vendor headers and the prompt would
     go along to wherever it points), so an upstream error naming where it pointed."""
-    loc = urlsplit(headers.get("location") or "")
-    try:
+    try:  # a malformed Location (`http://[::1`) must not escape as a ValueError
+        loc = urlsplit(headers.get("location") or "")
         where = f" to {loc.scheme}://{loc.hostname}" if loc.scheme and loc.hostname else ""
     except ValueError:
         where = ""
