@@ -29,8 +29,16 @@ def test_parse_number(text: str, n: float | None) -> None:
                                           "C"),
                                          ("A lot of people say B, but it is (D)", "D"),
                                          ("It is a hard one", None),
-                                         # the last explicit marker wins
+                                         # an explicit answer beats other markers
                                          ("Not (A): the answer is B", "B"),
+                                         ("The answer is B. Option A is wrong, and "
+                                          "option C overstates it.", "B"),
+                                         ("Answer: C. (A) is too small, (D) too large.",
+                                          "C"),
+                                         ("**B**. Choice A would only hold in a vacuum.",
+                                          "B"),
+                                         ("The answer is B, since (i) holds.", "B"),
+                                         ("I said B. No wait, the answer is C.", "C"),
                                          ("Answer: C", "C"), ("I am unsure.\nE", "E"),
                                          ("B) because", "B"), ("option (J)", "J")])
 def test_parse_choice(text: str, c: str | None) -> None:
@@ -58,7 +66,13 @@ def test_verdicts() -> None:
     assert parse_verdict("The answer is not correct") == "incorrect"
     assert parse_verdict("It isn't entirely correct.") == "incorrect"
     assert parse_verdict("Not a refusal. Correct.") == "correct"  # another clause
-    assert parse_verdict("Correct - not incorrect") == "correct"  # the first one decides
+    assert parse_verdict("Correct - not incorrect") == "correct"  # negated INCORRECT
+    # a judge that reasons concludes at the end; more negators
+    assert parse_verdict("technically correct but misses the rubric: INCORRECT") == \
+        "incorrect"
+    assert parse_verdict("No correct answer was given; INCORRECT") == "incorrect"
+    assert parse_verdict("I cannot consider this correct.") == "incorrect"
+    assert parse_verdict("neither correct nor complete") == "incorrect"
     assert parse_verdict("no idea") == "incorrect"
 
 

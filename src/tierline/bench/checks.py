@@ -30,14 +30,17 @@ _NUM_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)
 # that is only a letter ("C", "C.", "(c)"). A bare "I" or "A" in running text is English,
 # never a letter. Without any marker, an answer that starts with "C)", "C." or "C:"
 # counts.
-_CHOICE_MARKERS = [
-    re.compile(r"\(([A-Ja-j])\)"),
-    re.compile(r"\b(?i:answer|option|choice)(?:\s+(?i:is|would\s+be))?\s*:?[\s(*]*"
-               r"\b([A-J])\b(?!')"),
-    re.compile(r"\*\*\(?([A-J])\)?\*\*"),
-    re.compile(r"^[ \t>*_-]*\(?([A-Ja-j])\)?[.):]?[ \t*_]*$", re.M),
-]
-_CHOICE_LEAD = re.compile(r"^\s*\**\(?([A-J])\**[.):](?:\s|$)")
+#: choice markers by strength: an explicit "answer is X" / "Answer: X" (the last one: a
+#: model may correct itself), then a bold letter or a line that is only the letter (the
+#: first), then "(X)" (the last), then "option X" / "choice X" (the last); lower-case letters
+#: in brackets ("(i)") and the words "I" / "A" in running text never count
+_CHOICE_ANSWER = re.compile(r"\b(?i:answer)(?:\s+(?i:is|would\s+be|should\s+be))?\s*:?"
+                            r"[\s(*]*\b([A-J])\b(?!')")
+_CHOICE_PROMINENT = re.compile(r"\*\*\(?([A-J])\)?\*\*|^[ \t>*_-]*\(?([A-J])\)?[.):]?[ \t*_]*$",
+                               re.M)
+_CHOICE_PAREN = re.compile(r"\(([A-J])\)")
+_CHOICE_OPTION = re.compile(r"\b(?i:option|choice)\s*:?[\s(*]*\b([A-J])\b(?!')")
+_CHOICE_LEAD = re.compile(r"^\s*\**(?:\(([A-Ja-j])\)|\(?([A-J])\**[.):])(?:\s|$)")
 JUDGE_PROMPT = """You are grading an answer to a request.
 
 Request:
@@ -169,15 +172,20 @@ def parse_number(text: str) -> float | None:
 
 
 def parse_choice(text: str) -> str | None:
-    """The multiple-choice letter (A-J) an answer gives, or None: the last explicit
-    marker (see `_CHOICE_MARKERS`), else a leading "C)" / "C." / "C:"."""
-    found: list[tuple[int, str]] = []
-    for rx in _CHOICE_MARKERS:
-        found.extend((m.start(1), m.group(1)) for m in rx.finditer(text))
-    if found:
-        return max(found)[1].upper()
-    m = _CHOICE_LEAD.match(text)
-    return m.group(1) if m else None
+    """The multiple-choice letter (A-J) an answer gives, or None, by marker strength (see
+    `_CHOICE_ANSWER` and what follows), else a leading "C)" / "C." / "C:"."""
+    said = [m.group(1) for m in _CHOICE_ANSWER.finditer(text)]
+    if said:
+        return said[-1]
+    m = _CHOICE_PROMINENT.search(text)
+    if m:
+        return m.group(1) or m.group(2)
+    for rx in (_CHOICE_PAREN, _CHOICE_OPTION):
+        found = [m.group(1) for m in rx.finditer(text)]
+        if found:
+            return found[-1]
+    lead = _CHOICE_LEAD.match(text)  # "(c) because ...", "C) ...", "C. ..."
+    return (lead.group(1) or lead.group(2)).upper() if lead else None
 
 
 def extract_json(text: str) -> Any:
@@ -268,33 +276,42 @@ _CLAUSE = re.compile(r"[.;:,!?\n]+")
 _WORD = re.compile(r"[A-Z]+(?:'[A-Z]+)?")
 
 
+_NEGATORS = frozenset({"NOT", "NEVER", "NO", "CANNOT", "NEITHER", "NOR", "HARDLY", "ISNT",
+                       "ARENT", "WASNT", "DOESNT"})
+
+
 def _negator(word: str) -> bool:
-    return word in ("NOT", "NEVER") or word.endswith("N'T") or word in ("ISNT", "ARENT")
+    return word in _NEGATORS or word.endswith("N'T")
 
 
 def verdict_of(text: str) -> str | None:
     """The judge's verdict, or None when the reply names none. Grammar (case-insensitive,
     `_` and `-` read as spaces): the reply is split into clauses at . ; : , ! ? and line
-    breaks; the first verdict phrase in reading order decides:
+    breaks; the *last* verdict phrase decides (a judge that reasons concludes at the end:
+    "technically correct but misses the rubric: INCORRECT"):
 
     - `NOT ATTEMPTED` -> not_attempted
     - `INCORRECT` -> incorrect
-    - `CORRECT` -> correct, unless a negator (`not`, `never`, `...n't`) is among the three
-      words before it in the same clause ("Not correct.", "is not entirely correct",
-      "isn't correct") -> incorrect
+    - `CORRECT` -> correct, unless a negator (`not`, `no`, `never`, `cannot`, `neither`,
+      `nor`, `hardly`, `...n't`) is among the three words before it in the same clause
+      ("Not correct.", "is not entirely correct", "I cannot consider this correct",
+      "neither correct nor complete") -> incorrect; a negated `INCORRECT` ("not
+      incorrect") -> correct
     """
     norm = text.upper().replace("_", " ").replace("-", " ").replace("\u2019", "'")
+    verdict: str | None = None
     for clause in _CLAUSE.split(norm):
         words = _WORD.findall(clause)
         for i, w in enumerate(words):
             if w == "NOTATTEMPTED" or (w == "NOT" and words[i + 1:i + 2] == ["ATTEMPTED"]):
-                return "not_attempted"
-            if w == "INCORRECT":
-                return "incorrect"
-            if w == "CORRECT":
-                return "incorrect" if any(map(_negator, words[max(0, i - 3):i])) \
+                verdict = "not_attempted"
+            elif w == "INCORRECT":
+                verdict = "correct" if any(map(_negator, words[max(0, i - 3):i])) \
+                    else "incorrect"
+            elif w == "CORRECT":
+                verdict = "incorrect" if any(map(_negator, words[max(0, i - 3):i])) \
                     else "correct"
-    return None
+    return verdict
 
 
 def parse_verdict(text: str) -> str:
