@@ -186,3 +186,13 @@ async def test_implausible_upstream_token_counts_are_not_trusted(
     assert r.status_code == 200
     assert Decimal(r.headers["x-tierline-cost-usd"]) > 0
     assert r.headers["x-tierline-cost-estimated"] == "true"
+
+
+def test_a_hedge_loser_is_no_health_failure() -> None:
+    from tierline.gateway.chat import _health_failure
+    from tierline.resilience.executor import Attempt
+
+    assert not _health_failure(Attempt("d", "hedge: lost the race, cancelled",
+                                       "HedgeCancelled"))
+    assert _health_failure(Attempt("d", "UpstreamTimeout from d", "UpstreamTimeout"))
+    assert not _health_failure(Attempt("d", "bad request", "UpstreamStatusError", 400))

@@ -195,3 +195,11 @@ async def test_open_mode_guard_depends_on_the_mode(tmp_path: Path) -> None:
     auth = KeyAuth(make_config(tmp_path, master_key="m" * 40))  # keys in use: no guard
     auth.guard_open_mode(foreign)
     await auth.close()
+
+
+async def test_open_mode_guard_refuses_malformed_names(tmp_path: Path) -> None:
+    auth = KeyAuth(make_config(tmp_path))
+    for h in ({"host": "[::1"}, {"origin": "http://[::1"}):
+        with pytest.raises(PermissionDenied):  # a 403, not a 500 with a traceback
+            auth.guard_open_mode(h)
+    await auth.close()

@@ -227,3 +227,21 @@ def test_shared_tpm_is_trued_up_across_workers(tmp_path: Path) -> None:
     now[0] = 1061.0  # the row expired: settling it later changes nothing
     a.settle(adm, 5000)
     b.admit(key, 1000)
+
+
+def test_settling_an_expired_admission_never_touches_a_reused_row(tmp_path: Path) -> None:
+    """A request longer than the window: its row expired and SQLite may hand its rowid to
+    the next admission; settling the old one must not rewrite the new one."""
+    path = tmp_path / "ledger.sqlite3"
+    now = [1000.0]
+    lim = SharedLimits(Ledger(path), clock=lambda: now[0])
+    key = KeyRecord(id="k_re", name="r", tpm=1000)
+    old = lim.admit(key, 100)
+    now[0] = 1061.0
+    new = lim.admit(key, 300)  # prunes the old row; may get its rowid
+    assert old is not None and new is not None
+    lim.settle(old, 900)  # the long request ends
+    lim.settle(new, 300)
+    lim.admit(key, 700)  # 300 + 700 fit: the total was not corrupted
+    now[0] = 1200.0
+    lim.admit(key, 1000)  # everything expired: the whole limit is free

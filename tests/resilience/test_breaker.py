@@ -96,3 +96,16 @@ def test_probe_without_verdict_gives_the_slot_back() -> None:
     b.before_call("d")
     b.success("d")
     assert b.state("d") == "closed"
+
+
+def test_only_the_probe_itself_is_the_probe() -> None:
+    """`before_call` says which call is the half-open probe, so another call's 4xx (no
+    verdict) cannot free the probe's slot (the executor releases only its own)."""
+    clock = Clock()
+    b = Breakers(failures=1, window=10, cooldown=5, clock=clock)
+    assert b.before_call("d") is False  # closed: no probe
+    b.failure("d")
+    clock.t += 5
+    assert b.before_call("d") is True  # this one probes
+    assert b.before_call("d") is False  # a call already under way is not the probe
+    assert "d" in b.unhealthy()

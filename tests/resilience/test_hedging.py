@@ -101,3 +101,36 @@ async def test_fast_primary_is_not_hedged(hgw: GatewayThread,
     async with httpx.AsyncClient(base_url=hgw.base_url, timeout=30) as c:
         r = await c.post("/chat/completions", json={"model": "g", "messages": MSG})
     assert r.headers["x-tierline-model"] == "slow" and len(b.requests) == 0
+
+
+async def test_a_caller_cancelled_before_the_hedge_stops_the_first_call() -> None:
+    """The client leaves while the primary runs, before `hedge_after`: the primary call is
+    cancelled too (asyncio.wait does not cancel what it waits for)."""
+    from tierline.catalog.model import Deployment
+    from tierline.config import ResilienceSettings
+    from tierline.resilience.breaker import Breakers
+    from tierline.resilience.executor import Executor, Trace
+    from tierline.types import ChatRequest
+
+    cancelled: list[str] = []
+
+    class Slow:
+        async def complete(self, req: ChatRequest, dep: Deployment) -> object:
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                cancelled.append(dep.name)
+                raise
+            raise AssertionError("not cancelled")
+
+    ex = Executor({"p": Slow()}, ResilienceSettings(hedge_after=1.0),  # type: ignore[dict-item]
+                  Breakers(failures=5, window=30, cooldown=30))
+    chain = [Deployment(name=n, provider="p", model="m") for n in ("d1", "d2")]
+    req = ChatRequest(body={"messages": [{"role": "user", "content": "hi"}]}, model="d1,d2")
+    task = asyncio.ensure_future(ex.complete(req, chain, Trace()))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.05)
+    assert cancelled == ["d1"]

@@ -389,6 +389,8 @@ def _usage_event(ctx: Ctx, req: ChatRequest, dep: Deployment, first: dict[str, A
 def _health_failure(a: Attempt) -> bool:
     """Did this attempt fail for the deployment's sake (not the request's: a 4xx on its
     merits says nothing about its speed)?"""
+    if a.error_type == "HedgeCancelled":  # it lost a race: it did not fail
+        return False
     return a.status is None or a.status >= 500 or a.status in (408, 429)
 
 

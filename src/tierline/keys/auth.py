@@ -263,13 +263,19 @@ def is_loopback(host: str) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _loopback_origin(origin: str) -> bool:
-    return is_loopback(urlsplit(origin).hostname or "")
+    try:
+        return is_loopback(urlsplit(origin).hostname or "")
+    except ValueError:  # "http://[::1" - not a loopback name
+        return False
 
 
 @functools.lru_cache(maxsize=256)
 def _loopback_host(host: str) -> bool:
     """A `Host` header value ("127.0.0.1:8000", "[::1]:80", "localhost") names loopback?"""
-    return is_loopback(urlsplit(f"//{host}").hostname or "")
+    try:
+        return is_loopback(urlsplit(f"//{host}").hostname or "")
+    except ValueError:  # "[::1" - not a loopback name
+        return False
 
 
 class OpenModeProblem(str):

@@ -280,8 +280,9 @@ class SharedLimits:
         if used == a.tokens:
             return
         with self._ledger.transaction() as c:
-            if c.execute("UPDATE limit_events SET tokens = ? WHERE rowid = ? AND key_id = ?",
-                         (used, a.row, a.key_id)).rowcount:
+            # the row's ts too: a rowid freed by an expired admission can be reused
+            if c.execute("UPDATE limit_events SET tokens = ? WHERE rowid = ? AND key_id = ? "
+                         "AND ts = ?", (used, a.row, a.key_id, a.ts)).rowcount:
                 c.execute("UPDATE limit_totals SET tokens = tokens + ? WHERE key_id = ?",
                           (used - a.tokens, a.key_id))
                 a.tokens = used

@@ -54,12 +54,15 @@ class Breakers:
     def _probing(self, b: Breaker, now: float) -> bool:
         return b.probing != 0.0 and now - b.probing < self.cooldown
 
-    def before_call(self, name: str) -> None:
+    def before_call(self, name: str) -> bool:
+        """Called before every attempt; True when this call is the half-open probe."""
         b = self._by.get(name)
         if b is not None and b.open_until:
             now = self.clock()
             if now >= b.open_until and not self._probing(b, now):
                 b.probing = now
+                return True
+        return False
 
     def release(self, name: str) -> None:
         """The call ended without saying anything about the deployment's health."""

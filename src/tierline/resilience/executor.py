@@ -124,7 +124,13 @@ class Executor:
         if after is None or len(chain) < 2:
             return await run(req, chain, trace)
         first = asyncio.ensure_future(run(req, chain[:1], trace))
-        early, _ = await asyncio.wait({first}, timeout=after)
+        try:
+            early, _ = await asyncio.wait({first}, timeout=after)
+        except BaseException:  # the client went away (or shutdown): stop the call too
+            if first.done() and not first.cancelled() and first.exception() is None:
+                await lose(first.result())
+            first.cancel()
+            raise
         if early:
             err = first.exception()
             if err is None:
@@ -172,13 +178,13 @@ class Executor:
                 continue
             n = 0
             while True:
-                self.breakers.before_call(dep.name)
+                probe = self.breakers.before_call(dep.name)
                 try:
                     return await attempt(dep)
                 except UpstreamError as e:
                     e.deployment = e.deployment or dep.name
                     trace.failed(dep, e)
-                    self._record_failure(dep, e)
+                    self._record_failure(dep, e, probe)
                     last = e
                     if isinstance(e, ContextLengthExceeded):
                         too_small = max(too_small, window_of(dep))
@@ -230,11 +236,12 @@ class Executor:
             return dep, head, it, time.monotonic()
         return await self._down_chain(chain, trace, attempt)
 
-    def _record_failure(self, dep: Deployment, e: UpstreamError) -> None:
-        # a request the upstream rejected on its merits says nothing about its health
+    def _record_failure(self, dep: Deployment, e: UpstreamError, probe: bool) -> None:
+        # a request the upstream rejected on its merits says nothing about its health (the
+        # probe, if this was it, gives its slot back: no verdict)
         if e.retryable or not isinstance(e, UpstreamStatusError):
             self.breakers.failure(dep.name)
-        else:
+        elif probe:
             self.breakers.release(dep.name)
 
     @staticmethod

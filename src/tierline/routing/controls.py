@@ -93,15 +93,15 @@ def check_one_knob(controls: Mapping[str, Any], prefix: str) -> None:
 
 def with_defaults(controls: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """A request's controls over its key's defaults (or its headers'), where the ranking
-    controls replace rather than mix: a request that names a knob replaces the key's knob
-    and its `sort` (which would override the knob), and a request that names `strategy`
+    controls replace rather than mix: a request that names a knob replaces the key's knob,
+    `sort` and `strategy` (which would override the knob), and a request that names `strategy`
     or `sort` replaces the key's `strategy` and `sort` - a request's `strategy: ordered` is
     not overridden by its key's `sort: price`, nor its `max_loss` by `sort: quality`."""
     if not defaults:
         return controls
     drop: set[str] = set()
-    if any(k in controls for k in KNOBS):
-        drop.update(KNOBS, ("sort",))
+    if any(k in controls for k in KNOBS):  # a knob asks for learned routing with it
+        drop.update(KNOBS, ("sort", "strategy"))
     if "strategy" in controls or "sort" in controls:
         drop.update(("strategy", "sort"))
     merged = {k: v for k, v in defaults.items() if k not in drop}
