@@ -8,7 +8,7 @@ from tierline.errors import UpstreamStatusError, redact_secrets
 
 
 @pytest.mark.parametrize("secret", [
-    "sk-proj-abcDEF0123456789", "sk-ant-api03-xyz_XYZ-0123", "sk-or-v1-0123abcd4567",
+    "sk-proj-abcDEF0123456789", "sk-ant-api03-AbCdEfGhIjKlMnOp-qrs_TUV", "sk-or-v1-0123abcd4567",
     "r8_AbCdEf0123456789", "gsk_0123456789abcdefABCD", "fw_3ZabcDEF012345", "csk-abc123def456",
     "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",  # hex (Together)
     "AbCdEfGhIjKlMnOpQrStUvWxYz012345",  # 32 base62 (Mistral)
@@ -28,6 +28,10 @@ def test_key_formats_are_masked(secret: str) -> None:
     "This model's maximum context length is 8192 tokens, you requested 9000 tokens",
     "max_tokens: must be at most 4096", "The api key you provided is wrong",
     "Rate limit reached for gpt-4o-mini in organization org-abc on tokens per min",
+    # model ids with vendor-like prefixes, and wording around auth
+    "The model `key-value-extractor-v2` does not exist", "fw-llama-3-70b not found",
+    "unknown model hf_internal_model", "requests must use the Bearer scheme",
+    "Please provide a token: your API token is missing",
 ])
 def test_ordinary_messages_are_kept(text: str) -> None:
     assert redact_secrets(text) == text

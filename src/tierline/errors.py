@@ -38,10 +38,15 @@ from typing import Any
 #: what an API key looks like: the vendors' key prefixes, bearer tokens, "key: value" echoes,
 #: and long random alphanumeric runs (hex / base62 keys of Together, Mistral, Baseten, ...)
 _SECRET_RE = re.compile(
-    r"(?:\b(?:sk|pk|rk|csk|xai|r8|gsk|fw|tgp|nvapi|hf|key)[-_][A-Za-z0-9][A-Za-z0-9_\-]{5,}"
+    # a vendor prefix, then a body with a long random run (model ids such as
+    # "key-value-extractor-v2" or "fw-llama-3-70b" are short words between dashes)
+    r"(?:\b(?:sk|pk|rk|csk|xai|r8|gsk|fw|tgp|nvapi|hf|key)[-_]"
+    r"(?=[A-Za-z0-9_\-]*[A-Za-z0-9]{12})[A-Za-z0-9][A-Za-z0-9_\-]{5,}"
     r"|\bAIza[A-Za-z0-9_\-]{16,}"
-    r"|(?i:bearer)\s+[^\s\"',;]+"
-    r"|(?i:(?:api[ _-]?key|token|secret)(?: provided)?\s*[:=]\s*)[^\s\"',;]{4,}"
+    # a bearer token / "key: value" echo: values with a digit, 8+ characters
+    r"|(?i:bearer)\s+(?=[^\s\"',;]*\d)[^\s\"',;]{8,}"
+    r"|(?i:(?:api[ _-]?key|token|secret)(?: provided)?\s*[:=]\s*)"
+    r"(?=[^\s\"',;]*\d)[^\s\"',;]{8,}"
     r"|\b(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{32,}\b)"
 )
 

@@ -89,11 +89,14 @@ def _model_id_of(path: str) -> str | None:
 
 def known_secrets(catalog: Catalog) -> tuple[str, ...]:
     """Every configured provider credential (keys, resolved from the environment too, and
-    header values), longest first: an upstream that echoes one must not pass it on."""
+    the values of credential-like headers: auth / key / token / secret / pass), longest
+    first: an upstream that echoes one must not pass it on."""
     found: set[str] = set()
     for spec in catalog.providers.values():
         key = spec.api_key or (os.environ.get(spec.api_key_env) if spec.api_key_env else None)
-        found.update(v for v in (key, *spec.headers.values()) if v and len(v) >= 6)
+        creds = [v for k, v in spec.headers.items()
+                 if any(w in k.lower() for w in ("auth", "key", "token", "secret", "pass"))]
+        found.update(v for v in (key, *creds) if v and len(v) >= 6)
     return tuple(sorted(found, key=len, reverse=True))
 
 
