@@ -250,7 +250,7 @@ def test_follow_hosts_is_a_provider_setting() -> None:
     from tierline.errors import ConfigError
     from tierline.providers.replicate import ReplicateProvider
 
-    def provider(hosts: list[str]) -> ReplicateProvider:
+    def provider(hosts: list[str] | str) -> ReplicateProvider:
         raw = {"catalog": {"builtin": False}, "server": {"request_log": "off"},
                "providers": {"rep": {"wire": "replicate", "api_key": "r8_x",
                                      "base_url": "https://api.replicate.com/v1",
@@ -259,6 +259,7 @@ def test_follow_hosts_is_a_provider_setting() -> None:
         return ReplicateProvider(build_catalog(parse_config(raw, "fh")).providers["rep"])
 
     p = provider(["*.replicate.net"])
+    assert provider("*.replicate.net").follow_hosts == p.follow_hosts  # one host, no list
     assert p.may_stream_from("https://stream.replicate.net/v1/files/x")
     assert not p.may_stream_from("https://stream.replicate.com/v1/files/x")
     with pytest.raises(ConfigError):

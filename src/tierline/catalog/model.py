@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Capability = Literal["tools", "json_schema", "vision", "streaming", "logprobs"]
 
@@ -53,6 +53,11 @@ class ProviderSpec(_Strict):
     # replicate wire: hosts the API token may follow a prediction's `urls.stream` to, besides
     # base_url's origin (None: `*.replicate.com` over https)
     follow_hosts: list[str] | None = None
+
+    @field_validator("follow_hosts", mode="before")
+    @classmethod
+    def _one_host(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v  # `follow_hosts: stream.example.com`
     # seconds
     connect_timeout: float = Field(10.0, gt=0)
     first_token_timeout: float = Field(60.0, gt=0)
