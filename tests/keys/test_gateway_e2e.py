@@ -135,3 +135,17 @@ async def test_a_restricted_key_sees_only_what_it_may_use(
         everything = {m["id"] for m in (await c.get("/v1/models", headers=master)).json()[
             "data"]}
         assert {"a/strong", "b/fast", "auto", "pair"} <= everything
+
+
+async def test_tpm_admission_counts_every_choice(gw: tuple[GatewayThread, MockOpenAI]) -> None:
+    g, _ = gw
+    root = g.base_url.removesuffix("/v1")
+    async with httpx.AsyncClient(base_url=root, timeout=60) as c:
+        r = await c.post("/admin/keys", json={"name": "tpm-n", "tpm": 1000},
+                         headers={"authorization": f"Bearer {MASTER}"})
+        auth = {"authorization": f"Bearer {r.json()['key']}"}
+        body = {"model": "b/fast", "messages": MSG, "max_tokens": 400}
+        r = await c.post("/v1/chat/completions", headers=auth, json={**body, "n": 3})
+        assert r.status_code == 429 and "lower max_tokens" in r.json()["error"]["message"]
+        r = await c.post("/v1/chat/completions", headers=auth, json=body)
+        assert r.status_code == 200, r.text

@@ -161,8 +161,9 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
             req.controls = with_defaults(req.controls, key.routing)
         ctx.req = req
         constraints = constraints_for(gw, req)
+        out = req.max_output_tokens  # per choice: n choices may use n times as many
         ctx.admission = gw.keys.admit(key, req.model, constraints.prompt_tokens,
-                                      req.max_output_tokens)
+                                      out * constraints.choices if out else None)
         merge_constraints(constraints, gw.keys.constraints(key))
         decision = gw.router.route(req.model, req.controls, constraints,
                                    req.routing_text)
